@@ -1,0 +1,10 @@
+"""Code shared by every MicroFlack service.
+
+One module per concern: ``config`` (settings from the environment),
+``tokens`` (JWT), ``auth`` (Flask-HTTPAuth handlers), ``revocation``,
+``etcd_client``, ``registration``, ``service_client`` (inter-service HTTP),
+``events`` (``updated_model`` pushes), ``errors``, ``validation``,
+``service`` (wiring it all into a Flask app), ``testing`` and ``utils``.
+"""
+
+__version__ = "1.0.0"

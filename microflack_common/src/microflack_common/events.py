@@ -1,0 +1,159 @@
+"""``updated_model`` pushes to the browsers, through the Redis message queue.
+
+Services with models (users, messages) push ``{"class": ..., "model": ...}``
+after every commit that inserted or updated one. The event goes through
+Flask-SocketIO's write-only emitter to every socketio instance, which
+broadcasts it to all connected clients.
+
+Publishing happens on a background thread fed by a bounded queue, so a slow
+or dead Redis never delays an API response: while Redis is down the events
+are dropped with a log line, and pushing resumes when it is back.
+"""
+import logging
+import os
+import queue
+import threading
+
+logger = logging.getLogger(__name__)
+
+EVENT = 'updated_model'
+CHANNEL = 'flask-socketio'     # Flask-SocketIO's default channel
+QUEUE_LIMIT = 10000
+
+
+def redis_url(redis):
+    """``host:port`` (SPEC's REDIS) or a redis:// URL, as a redis:// URL."""
+    if redis.startswith(('redis://', 'rediss://')):
+        return redis
+    return f'redis://{redis}/0'
+
+
+class ModelPusher:
+    """Publishes ``updated_model`` events; ``emitter`` is any object with
+    Flask-SocketIO's ``emit(event, data)``."""
+
+    def __init__(self, emitter_factory):
+        self._emitter_factory = emitter_factory
+        self._emitter = None
+        self._queue = None
+        self._thread = None
+        self._pid = None
+        self._lock = threading.Lock()
+        self._failing = False
+
+    @classmethod
+    def from_redis(cls, redis):
+        """A pusher for the Redis at ``redis``; a no-op one when unset."""
+        if not redis:
+            return NullPusher()
+
+        def factory():
+            from flask_socketio import SocketIO
+            return SocketIO(message_queue=redis_url(redis), channel=CHANNEL)
+        return cls(factory)
+
+    def push(self, class_name, model):
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait({'class': class_name, 'model': model})
+        except queue.Full:
+            logger.warning('push queue full: %s update dropped', class_name)
+
+    def _ensure_thread(self):
+        # After a fork (gunicorn workers) the parent's thread is gone.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._queue = queue.Queue(QUEUE_LIMIT)
+                self._emitter = None
+                self._thread = threading.Thread(
+                    target=self._run, name='model-pusher', daemon=True)
+                self._thread.start()
+                self._pid = os.getpid()
+
+    def _run(self):
+        while True:
+            event = self._queue.get()
+            if event is None:
+                self._queue.task_done()
+                return
+            try:
+                self._publish(event)
+            finally:
+                self._queue.task_done()
+
+    def _publish(self, event):
+        try:
+            if self._emitter is None:
+                self._emitter = self._emitter_factory()
+            self._emitter.emit(EVENT, event)
+        except Exception as exc:    # Redis down: drop, log once, carry on
+            if not self._failing:
+                logger.warning('cannot push %s update (%s); dropping '
+                               'pushes until the message queue is back',
+                               event['class'], exc)
+                self._failing = True
+            return
+        if self._failing:
+            logger.info('message queue reachable again: pushes resumed')
+            self._failing = False
+
+    def flush(self, timeout=5.0):
+        """Wait until queued events are published (tests, shutdown)."""
+        if self._pid != os.getpid():
+            return True
+        done = threading.Event()
+
+        def waiter():
+            self._queue.join()
+            done.set()
+        threading.Thread(target=waiter, daemon=True).start()
+        return done.wait(timeout)
+
+
+class NullPusher:
+    """Used when REDIS is not set: pushes go nowhere."""
+
+    def push(self, class_name, model):
+        pass
+
+    def flush(self, timeout=5.0):
+        return True
+
+
+def track_model_changes(session_class, model_classes):
+    """Push every inserted or updated instance of ``model_classes`` after
+    the transaction that wrote it commits.
+
+    ``model_classes`` maps a model class to the name pushed as ``class``;
+    each instance must have ``to_dict()``. ``session_class`` is the
+    SQLAlchemy session (or sessionmaker) to listen on.
+    """
+    from flask import current_app
+    from sqlalchemy import event
+
+    # Serialised right after the flush (ids are known, attributes loaded),
+    # pushed only once the transaction commits.
+    def collect(session, flush_context):
+        pending = session.info.setdefault('microflack_pushes', {})
+        for instance in list(session.new) + list(session.dirty):
+            name = model_classes.get(type(instance))
+            if name is not None and (instance in session.new
+                                     or session.is_modified(instance)):
+                pending[id(instance)] = (name, instance.to_dict())
+
+    def publish(session):
+        pending = session.info.pop('microflack_pushes', None)
+        if not pending:
+            return
+        pusher = current_app.extensions['microflack'].pusher
+        for name, model in pending.values():
+            pusher.push(name, model)
+
+    def discard(session):
+        session.info.pop('microflack_pushes', None)
+
+    event.listen(session_class, 'after_flush', collect)
+    event.listen(session_class, 'after_commit', publish)
+    event.listen(session_class, 'after_rollback', discard)

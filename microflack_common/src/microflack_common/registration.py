@@ -1,0 +1,152 @@
+"""Service registration in the etcd registry (SPEC section 3).
+
+An instance writes::
+
+    /services/<name>/location           = its URL prefix
+    /services/<name>/backend/<option>   = HAProxy backend options
+    /services/<name>/upstream/<instance> = host:port   (TTL, refreshed)
+
+The upstream key carries a TTL (50 s by default) and is refreshed every
+15 s, so an instance that dies without a word leaves the registry on its
+own. :meth:`Registration.stop` deletes the key at once; installing
+:meth:`Registration.stop_on_sigterm` does that when the process gets SIGTERM.
+"""
+import logging
+import re
+import signal
+import threading
+
+from .etcd_client import EtcdError, EtcdKeyNotFound
+
+logger = logging.getLogger(__name__)
+
+SERVICES_PREFIX = '/services'
+NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+ADDRESS_PATTERN = re.compile(r'^[A-Za-z0-9.-]+:[0-9]{1,5}$')
+
+
+class RegistrationError(ValueError):
+    pass
+
+
+class Registration:
+    def __init__(self, etcd, name, instance, address, location,
+                 backend_options=None, ttl=50, refresh=15):
+        for label, value in (('service name', name),
+                             ('instance name', instance)):
+            if not NAME_PATTERN.match(value or ''):
+                raise RegistrationError(f'invalid {label} {value!r}')
+        if not ADDRESS_PATTERN.match(address or ''):
+            raise RegistrationError(
+                f'invalid service address {address!r}: expected host:port')
+        if not location or not location.startswith('/'):
+            raise RegistrationError(
+                f'invalid service URL {location!r}: expected /path')
+        if refresh >= ttl:
+            raise RegistrationError(
+                f'refresh interval ({refresh} s) must be shorter than the '
+                f'TTL ({ttl} s)')
+        self.etcd = etcd
+        self.name = name
+        self.instance = instance
+        self.address = address
+        self.location = location
+        self.backend_options = dict(backend_options or {})
+        self.ttl = ttl
+        self.refresh = refresh
+        self._stopped = threading.Event()
+        self._thread = None
+        self._registered = False
+
+    @property
+    def service_key(self):
+        return f'{SERVICES_PREFIX}/{self.name}'
+
+    @property
+    def upstream_key(self):
+        return f'{self.service_key}/upstream/{self.instance}'
+
+    def register(self):
+        """Write every key once; raises EtcdError if etcd is unreachable."""
+        self.etcd.set(f'{self.service_key}/location', self.location)
+        for option, value in self.backend_options.items():
+            self.etcd.set(f'{self.service_key}/backend/{option}', value)
+        self.etcd.set(self.upstream_key, self.address, ttl=self.ttl)
+        self._registered = True
+
+    def keep_alive(self):
+        """Refresh the upstream key's TTL, re-registering if it expired."""
+        try:
+            self.etcd.refresh(self.upstream_key, self.ttl)
+        except EtcdKeyNotFound:
+            logger.warning('registration of %s had expired; registering '
+                           'again', self.instance)
+            self.register()
+
+    def start(self):
+        """Register now if possible, then keep the registration alive on a
+        background thread until :meth:`stop`."""
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f'registration-{self.instance}')
+        self._thread.start()
+        return self
+
+    def _run(self):
+        delay = 0
+        while not self._stopped.wait(delay):
+            try:
+                if self._registered:
+                    self.keep_alive()
+                else:
+                    self.register()
+                    logger.info('registered %s at %s as %s', self.instance,
+                                self.address, self.location)
+                delay = self.refresh
+            except EtcdError as exc:
+                logger.warning('cannot reach the registry (%s); retrying',
+                               exc)
+                self._registered = False
+                delay = min(self.refresh, 2)
+
+    def stop(self):
+        """Stop refreshing and remove this instance's upstream key."""
+        self._stopped.set()
+        if self._thread is not None and \
+                self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.refresh + 5)
+        try:
+            self.etcd.delete(self.upstream_key)
+            logger.info('deregistered %s', self.instance)
+        except EtcdError as exc:
+            logger.warning('cannot deregister %s (%s); its key expires in '
+                           'at most %s s', self.instance, exc, self.ttl)
+        self._registered = False
+
+    def stop_on_sigterm(self):
+        """Deregister before the process's previous SIGTERM handling runs."""
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            self.stop()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous in (signal.SIG_DFL, None):
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.raise_signal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, handler)
+        return handler
+
+
+def registration_from_config(etcd, config):
+    """Build the Registration an instance with this Flask config makes."""
+    address = config.get('SERVICE_ADDRESS')
+    if not address:
+        raise RegistrationError('SERVICE_ADDRESS is not set: give the '
+                                'host:port this instance is reached at')
+    return Registration(
+        etcd, config['SERVICE_NAME'], config['INSTANCE_NAME'], address,
+        config['SERVICE_URL'],
+        backend_options={'balance': config.get('LB_ALGORITHM')
+                         or 'roundrobin'},
+        ttl=config['REGISTRATION_TTL'], refresh=config['REGISTRATION_REFRESH'])

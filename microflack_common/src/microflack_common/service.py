@@ -1,0 +1,95 @@
+"""Wiring the shared parts into a service's Flask app.
+
+``init_service(app)`` is called by every service's ``create_app``. It checks
+the settings, builds the registry client, the revocation list, the
+inter-service HTTP client and the model pusher, installs the JSON error
+handlers, logging and ``GET /health``, and keeps them in
+``app.extensions['microflack']`` (see :func:`platform`).
+"""
+import logging
+import socket
+
+from flask import Blueprint, current_app, jsonify
+
+from .config import check_required
+from .errors import register_error_handlers
+from .etcd_client import EtcdClient
+from .events import ModelPusher
+from .revocation import RevocationList
+from .service_client import ServiceClient
+
+
+class Platform:
+    """Per-app handles on the platform's shared parts."""
+
+    def __init__(self, etcd, revocations, http, pusher):
+        self.etcd = etcd
+        self.revocations = revocations
+        self.http = http
+        self.pusher = pusher
+        self.token_callbacks = []   # called with the claims of each token
+
+    def on_token_verified(self, callback):
+        self.token_callbacks.append(callback)
+        return callback
+
+
+def platform():
+    """The current app's :class:`Platform`."""
+    return current_app.extensions['microflack']
+
+
+health = Blueprint('health', __name__)
+
+
+@health.route('/health')
+def health_check():
+    config = current_app.config
+    return jsonify(status='ok', service=config['SERVICE_NAME'],
+                   version=config['SERVICE_VERSION'],
+                   instance=config['INSTANCE_NAME'])
+
+
+def resolve_identity(config):
+    """Fill in the defaults of SPEC section 2 that derive from others."""
+    name = config['SERVICE_NAME']
+    if not config.get('SERVICE_URL'):
+        config['SERVICE_URL'] = f'/api/{name}'
+    if not config.get('SERVICE_VERSION'):
+        config['SERVICE_VERSION'] = config.get('VERSION') or 'dev'
+    if not config.get('INSTANCE_NAME'):
+        host_id = socket.gethostname().split('.')[0]
+        config['INSTANCE_NAME'] = \
+            f"{name}_v{config['SERVICE_VERSION']}_{host_id}"
+
+
+def setup_logging(app):
+    """Log to stderr, where the platform collects every instance's output."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if app.debug else logging.INFO,
+            format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+
+
+def init_service(app, etcd=None, http=None, pusher=None):
+    """Attach the platform parts to ``app``; arguments override (tests)."""
+    check_required(app.config)
+    resolve_identity(app.config)
+    setup_logging(app)
+    config = app.config
+    if etcd is None and config.get('ETCD'):
+        etcd = EtcdClient(config['ETCD'], timeout=config['ETCD_TIMEOUT'])
+    revocations = RevocationList(
+        etcd, cache_seconds=config['REVOCATION_CACHE_SECONDS']) \
+        if etcd is not None else None
+    if http is None:
+        http = ServiceClient(
+            config['LB'], connect_timeout=config['HTTP_CONNECT_TIMEOUT'],
+            read_timeout=config['HTTP_READ_TIMEOUT'],
+            retries=config['HTTP_RETRIES'])
+    if pusher is None:
+        pusher = ModelPusher.from_redis(config.get('REDIS'))
+    app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
+    register_error_handlers(app)
+    app.register_blueprint(health)
+    return app.extensions['microflack']

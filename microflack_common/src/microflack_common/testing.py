@@ -1,0 +1,230 @@
+"""Helpers every service's tests use.
+
+- :class:`ApiClient`: a JSON test client with basic and token auth helpers.
+- :func:`make_token`: a token signed with the app's key.
+- :class:`FakeEtcd`: an in-memory stand-in for the registry (unit tests only;
+  integration tests use a real etcd).
+- :class:`FakeServiceClient`: records inter-service calls and answers them
+  from canned handlers (unit tests only).
+- :class:`RecordingPusher`: collects ``updated_model`` pushes.
+"""
+import base64
+import json
+import time
+
+from .etcd_client import EtcdError, EtcdKeyNotFound, Node
+from .tokens import generate_token
+
+
+def basic_auth_header(nickname, password):
+    credentials = f'{nickname}:{password}'.encode()
+    return 'Basic ' + base64.b64encode(credentials).decode()
+
+
+def make_token(app, user_id, expires_in=3600):
+    return generate_token(user_id, app.config['JWT_SECRET_KEY'], expires_in)
+
+
+class ApiResponse:
+    """A test response with ``status``, ``json`` and ``headers``."""
+
+    def __init__(self, response):
+        self.response = response
+        self.status = response.status_code
+        self.headers = response.headers
+        self.data = response.get_data()
+        try:
+            self.json = json.loads(self.data) if self.data else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return f'<ApiResponse {self.status} {self.data[:200]!r}>'
+
+
+class ApiClient:
+    """Sends JSON requests to an app: ``client.post(url, body, token=...)``.
+
+    ``token`` adds a Bearer header, ``basic=(nickname, password)`` a Basic
+    one, ``headers`` anything else; ``raw`` sends a body as it is.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.client = app.test_client()
+
+    def request(self, method, url, body=None, token=None, basic=None,
+                headers=None, raw=None, content_type='application/json'):
+        headers = dict(headers or {})
+        if token is not None:
+            headers['Authorization'] = f'Bearer {token}'
+        if basic is not None:
+            headers['Authorization'] = basic_auth_header(*basic)
+        data = raw if raw is not None else (
+            json.dumps(body) if body is not None else None)
+        response = self.client.open(url, method=method, data=data,
+                                    headers=headers,
+                                    content_type=content_type)
+        return ApiResponse(response)
+
+    def get(self, url, **kwargs):
+        return self.request('GET', url, **kwargs)
+
+    def post(self, url, body=None, **kwargs):
+        return self.request('POST', url, body, **kwargs)
+
+    def put(self, url, body=None, **kwargs):
+        return self.request('PUT', url, body, **kwargs)
+
+    def delete(self, url, **kwargs):
+        return self.request('DELETE', url, **kwargs)
+
+
+class FakeEtcd:
+    """In-memory etcd v2 key space with TTLs; set ``down = True`` to make
+    every call fail as if etcd were unreachable."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.keys = {}          # key -> (value, expires_at or None)
+        self.down = False
+        self.calls = []
+
+    def _check(self, name, key):
+        self.calls.append((name, key))
+        if self.down:
+            raise EtcdError('etcd unreachable (fake)')
+
+    def _live(self):
+        now = self.clock()
+        for key, (_, expires) in list(self.keys.items()):
+            if expires is not None and expires <= now:
+                del self.keys[key]
+        return self.keys
+
+    def get(self, key, recursive=False):
+        self._check('get', key)
+        keys = self._live()
+        key = '/' + key.strip('/')
+        if key in keys:
+            return Node({'key': key, 'value': keys[key][0]})
+        prefix = key.rstrip('/') + '/'
+        below = sorted(k for k in keys if k.startswith(prefix))
+        if not below:
+            raise EtcdKeyNotFound(f'Key not found: {key}')
+        return Node(self._tree(key, below, keys, recursive))
+
+    def _tree(self, key, below, keys, recursive):
+        prefix = key.rstrip('/') + '/'
+        children = {}
+        for full in below:
+            head = full[len(prefix):].split('/', 1)[0]
+            children.setdefault(head, []).append(full)
+        nodes = []
+        for head, fulls in sorted(children.items()):
+            child = prefix + head
+            if child in keys:
+                nodes.append({'key': child, 'value': keys[child][0]})
+            elif recursive:
+                nodes.append(self._tree(child, fulls, keys, True))
+            else:
+                nodes.append({'key': child, 'dir': True})
+        return {'key': key, 'dir': True, 'nodes': nodes}
+
+    def get_value(self, key, default=None):
+        try:
+            return self.get(key).value
+        except EtcdKeyNotFound:
+            return default
+
+    def set(self, key, value, ttl=None):
+        self._check('set', key)
+        key = '/' + key.strip('/')
+        expires = self.clock() + ttl if ttl is not None else None
+        self.keys[key] = (value, expires)
+        return Node({'key': key, 'value': value})
+
+    def refresh(self, key, ttl):
+        self._check('refresh', key)
+        key = '/' + key.strip('/')
+        if key not in self._live():
+            raise EtcdKeyNotFound(f'Key not found: {key}')
+        self.keys[key] = (self.keys[key][0], self.clock() + ttl)
+        return Node({'key': key, 'value': self.keys[key][0]})
+
+    def delete(self, key, recursive=False):
+        self._check('delete', key)
+        key = '/' + key.strip('/')
+        keys = self._live()
+        doomed = [k for k in keys
+                  if k == key or (recursive and k.startswith(key + '/'))]
+        for k in doomed:
+            del keys[k]
+        return bool(doomed)
+
+    def ttl(self, key):
+        """Seconds left on a key (None without TTL); for assertions."""
+        value = self._live().get('/' + key.strip('/'))
+        if value is None:
+            raise EtcdKeyNotFound(key)
+        return None if value[1] is None else value[1] - self.clock()
+
+
+class FakeResponse:
+    """Enough of requests.Response for the services' relays."""
+
+    def __init__(self, status_code, body=None, headers=None):
+        self.status_code = status_code
+        self._body = body
+        self.headers = headers or {}
+        self.ok = status_code < 400
+
+    def json(self):
+        if self._body is None:
+            raise ValueError('no JSON body')
+        return self._body
+
+
+class FakeServiceClient:
+    """Stands in for ServiceClient: ``routes[(method, url)]`` is a function
+    of the call's keyword arguments returning a FakeResponse, or an
+    exception instance to raise. Every call is kept in ``calls``."""
+
+    def __init__(self, routes=None):
+        self.routes = dict(routes or {})
+        self.calls = []
+
+    def request(self, method, url, **kwargs):
+        self.calls.append((method, url, kwargs))
+        handler = self.routes.get((method, url))
+        if handler is None:
+            return FakeResponse(404, {'error': 'not found'})
+        result = handler(**kwargs) if callable(handler) else handler
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def get(self, url, **kwargs):
+        return self.request('GET', url, **kwargs)
+
+    def post(self, url, **kwargs):
+        return self.request('POST', url, **kwargs)
+
+    def put(self, url, **kwargs):
+        return self.request('PUT', url, **kwargs)
+
+    def delete(self, url, **kwargs):
+        return self.request('DELETE', url, **kwargs)
+
+
+class RecordingPusher:
+    """Collects pushes as (class, model) pairs."""
+
+    def __init__(self):
+        self.pushes = []
+
+    def push(self, class_name, model):
+        self.pushes.append((class_name, model))
+
+    def flush(self, timeout=5.0):
+        return True

@@ -1,0 +1,25 @@
+import pytest
+
+from app import create_app
+from config import TestConfig
+from microflack_common.testing import ApiClient, FakeEtcd, FakeServiceClient
+
+
+@pytest.fixture
+def etcd():
+    return FakeEtcd()
+
+
+@pytest.fixture
+def http():
+    return FakeServiceClient()
+
+
+@pytest.fixture
+def app(etcd, http):
+    return create_app(TestConfig, etcd=etcd, http=http)
+
+
+@pytest.fixture
+def client(app):
+    return ApiClient(app)
