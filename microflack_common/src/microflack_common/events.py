@@ -13,12 +13,14 @@ import logging
 import os
 import queue
 import threading
+import time
 
 logger = logging.getLogger(__name__)
 
 EVENT = 'updated_model'
 CHANNEL = 'flask-socketio'     # Flask-SocketIO's default channel
 QUEUE_LIMIT = 10000
+RETRY_INTERVAL = 1.0     # seconds between attempts while Redis is down
 
 
 def redis_url(redis):
@@ -26,6 +28,29 @@ def redis_url(redis):
     if redis.startswith(('redis://', 'rediss://')):
         return redis
     return f'redis://{redis}/0'
+
+
+def _make_emitter(redis):
+    """Flask-SocketIO's write-only emitter on a Redis manager that reports
+    a failed publish by raising (the stock one only logs it), with short
+    socket timeouts so a hung Redis cannot stall the pusher thread."""
+    import socketio
+    from flask_socketio import SocketIO
+
+    class ReportingRedisManager(socketio.RedisManager):
+        def _publish(self, data):
+            if not self.connected:
+                self._redis_connect()
+            try:
+                return self.redis.publish(self.channel, self.json.dumps(data))
+            except Exception:
+                self.connected = False
+                raise
+
+    manager = ReportingRedisManager(
+        redis_url(redis), channel=CHANNEL, write_only=True,
+        redis_options={'socket_timeout': 2, 'socket_connect_timeout': 2})
+    return SocketIO(message_queue=manager.redis_url, client_manager=manager)
 
 
 class ModelPusher:
@@ -40,6 +65,7 @@ class ModelPusher:
         self._pid = None
         self._lock = threading.Lock()
         self._failing = False
+        self._retry_at = 0.0
 
     @classmethod
     def from_redis(cls, redis):
@@ -47,10 +73,7 @@ class ModelPusher:
         if not redis:
             return NullPusher()
 
-        def factory():
-            from flask_socketio import SocketIO
-            return SocketIO(message_queue=redis_url(redis), channel=CHANNEL)
-        return cls(factory)
+        return cls(lambda: _make_emitter(redis))
 
     def push(self, class_name, model):
         self._ensure_thread()
@@ -84,18 +107,24 @@ class ModelPusher:
                 self._queue.task_done()
 
     def _publish(self, event):
+        now = time.monotonic()
+        if self._failing and now < self._retry_at:
+            return      # dropped: the message queue was down a moment ago
         try:
             if self._emitter is None:
                 self._emitter = self._emitter_factory()
             self._emitter.emit(EVENT, event)
-        except Exception as exc:    # Redis down: drop, log once, carry on
+            error = None
+        except Exception as exc:  # noqa: BLE001 - any failure drops the event
+            error = exc
+        if error is not None:
             if not self._failing:
                 logger.warning('cannot push %s update (%s); dropping '
                                'pushes until the message queue is back',
-                               event['class'], exc)
+                               event['class'], error)
                 self._failing = True
-            return
-        if self._failing:
+            self._retry_at = now + RETRY_INTERVAL
+        elif self._failing:
             logger.info('message queue reachable again: pushes resumed')
             self._failing = False
 

@@ -28,7 +28,7 @@ class ServiceClient:
         self.base_url = (base_url or '').rstrip('/')
         self.timeout = (connect_timeout, read_timeout)
         retry = PlatformRetry(
-            total=retries, connect=retries, read=0, status=retries,
+            total=retries, connect=retries, read=False, status=retries,
             other=0, allowed_methods=None, status_forcelist=(502, 503),
             backoff_factor=backoff_factor, raise_on_status=False,
             respect_retry_after_header=False)

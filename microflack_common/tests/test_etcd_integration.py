@@ -1,0 +1,158 @@
+"""EtcdClient and Registration against a real etcd on loopback."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from microflack_common.etcd_client import (
+    EtcdClient,
+    EtcdError,
+    EtcdKeyNotFound,
+    EtcdTimeout,
+)
+from microflack_common.registration import (
+    Registration,
+    RegistrationError,
+    registration_from_config,
+)
+
+
+@pytest.fixture
+def etcd(etcd_url):
+    client = EtcdClient(etcd_url)
+    client.delete('/services', recursive=True)
+    return client
+
+
+def test_set_get_delete(etcd):
+    etcd.set('/services/x/location', '/api/x')
+    assert etcd.get_value('/services/x/location') == '/api/x'
+    assert etcd.delete('/services/x/location')
+    assert not etcd.delete('/services/x/location')
+    with pytest.raises(EtcdKeyNotFound):
+        etcd.get('/services/x/location')
+    assert etcd.get_value('/services/x/location', 'none') == 'none'
+
+
+def test_recursive_tree(etcd):
+    etcd.set('/services/a/location', '/api/a')
+    etcd.set('/services/a/upstream/a1', '127.0.0.1:1')
+    tree = etcd.get('/services', recursive=True).to_dict()
+    assert tree == {'a': {'location': '/api/a',
+                          'upstream': {'a1': '127.0.0.1:1'}}}
+
+
+def test_ttl_and_refresh(etcd):
+    etcd.set('/services/t/upstream/i', 'h:1', ttl=2)
+    node = etcd.get('/services/t/upstream/i')
+    assert node.ttl <= 2
+    time.sleep(1.2)
+    etcd.refresh('/services/t/upstream/i', 5)
+    assert etcd.get('/services/t/upstream/i').ttl > 3
+    with pytest.raises(EtcdKeyNotFound):
+        etcd.refresh('/services/t/upstream/missing', 5)
+
+
+def test_key_expires(etcd):
+    etcd.set('/services/e/upstream/i', 'h:1', ttl=1)
+    time.sleep(2.1)
+    with pytest.raises(EtcdKeyNotFound):
+        etcd.get('/services/e/upstream/i')
+
+
+def test_watch_sees_change_and_times_out(etcd):
+    index = etcd.current_index()
+    etcd.set('/services/w/location', '/w')
+    change = etcd.watch('/services', wait_index=index + 1, timeout=2)
+    assert change.node.key == '/services/w/location'
+    with pytest.raises(EtcdTimeout):
+        etcd.watch('/services', wait_index=change.node.modified_index + 1,
+                   timeout=0.5)
+
+
+def test_fails_over_to_next_endpoint(etcd_url):
+    from conftest import free_port
+    dead = f'http://127.0.0.1:{free_port()}'
+    client = EtcdClient(f'{dead},{etcd_url}')
+    client.set('/services/f/location', '/f')
+    assert client.get_value('/services/f/location') == '/f'
+
+
+def test_unreachable_raises_etcd_error():
+    from conftest import free_port
+    client = EtcdClient(f'http://127.0.0.1:{free_port()}', timeout=0.5)
+    with pytest.raises(EtcdError):
+        client.get('/services')
+
+
+def test_registration_lifecycle(etcd):
+    registration = Registration(
+        etcd, 'users', 'users_v1_a', '127.0.0.1:5001', '/api/users',
+        backend_options={'balance': 'source'}, ttl=3, refresh=1)
+    registration.start()
+    deadline = time.monotonic() + 5
+    while etcd.get_value(registration.upstream_key) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    tree = etcd.get('/services/users', recursive=True).to_dict()
+    assert tree == {'location': '/api/users',
+                    'backend': {'balance': 'source'},
+                    'upstream': {'users_v1_a': '127.0.0.1:5001'}}
+    # Kept alive past its TTL by the refreshes.
+    time.sleep(4)
+    assert etcd.get_value(registration.upstream_key) == '127.0.0.1:5001'
+    # Re-registers when the key vanished (e.g. etcd lost it).
+    etcd.delete(registration.upstream_key)
+    time.sleep(1.5)
+    assert etcd.get_value(registration.upstream_key) == '127.0.0.1:5001'
+    registration.stop()
+    assert etcd.get_value(registration.upstream_key) is None
+    assert etcd.get_value('/services/users/location') == '/api/users'
+
+
+@pytest.mark.parametrize('kwargs', [
+    {'name': 'bad name'}, {'instance': 'x/../y'}, {'address': 'nohost'},
+    {'address': 'h:port'}, {'location': 'api'}, {'ttl': 5, 'refresh': 5},
+])
+def test_registration_rejects_bad_values(etcd, kwargs):
+    values = {'name': 'users', 'instance': 'users_1', 'address': '127.0.0.1:1',
+                  'location': '/api/users', 'ttl': 50, 'refresh': 15}
+    values.update(kwargs)
+    with pytest.raises(RegistrationError):
+        Registration(etcd, **values)
+
+
+def test_registration_from_config_requires_address(etcd):
+    with pytest.raises(RegistrationError, match='SERVICE_ADDRESS'):
+        registration_from_config(etcd, {'SERVICE_ADDRESS': None})
+
+
+def test_sigterm_deregisters(etcd, etcd_url, tmp_path):
+    script = tmp_path / 'instance.py'
+    script.write_text(textwrap.dedent(f'''
+        import time
+        from microflack_common.etcd_client import EtcdClient
+        from microflack_common.registration import Registration
+        etcd = EtcdClient({etcd_url!r})
+        registration = Registration(etcd, 'sig', 'sig_1', '127.0.0.1:9',
+                                    '/api/sig', ttl=30, refresh=10)
+        registration.register()
+        registration.start()
+        registration.stop_on_sigterm()
+        print('ready', flush=True)
+        while True:
+            time.sleep(1)
+    '''))
+    process = subprocess.Popen([sys.executable, str(script)],
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, 'PYTHONPATH':
+                                    os.pathsep.join(sys.path)})
+    assert process.stdout.readline().strip() == 'ready'
+    assert etcd.get_value('/services/sig/upstream/sig_1') == '127.0.0.1:9'
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == -signal.SIGTERM
+    assert etcd.get_value('/services/sig/upstream/sig_1') is None

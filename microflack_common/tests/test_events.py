@@ -1,0 +1,121 @@
+"""Model pushes: the write-only emitter against a real Redis."""
+import json
+import logging
+import time
+
+import pytest
+import redis as redis_lib
+from flask import Flask
+from sqlalchemy import Column, Integer, String, create_engine
+from sqlalchemy.orm import declarative_base, sessionmaker
+
+from microflack_common import config as common_config
+from microflack_common.events import (
+    ModelPusher,
+    NullPusher,
+    track_model_changes,
+)
+from microflack_common.service import init_service
+from microflack_common.testing import RecordingPusher
+
+
+@pytest.fixture
+def subscriber(redis_address):
+    host, port = redis_address.rsplit(':', 1)
+    client = redis_lib.Redis(host=host, port=int(port))
+    pubsub = client.pubsub()
+    pubsub.subscribe('flask-socketio')
+    pubsub.get_message(timeout=1)       # the subscribe confirmation
+    yield pubsub
+    pubsub.close()
+
+
+def next_event(pubsub, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message and message['type'] == 'message':
+            return json.loads(message['data'])
+    raise AssertionError('no event published')
+
+
+def test_push_reaches_redis(redis_address, subscriber):
+    pusher = ModelPusher.from_redis(redis_address)
+    pusher.push('User', {'id': 1, 'nickname': 'susan'})
+    event = next_event(subscriber)
+    assert event['method'] == 'emit'
+    assert event['event'] == 'updated_model'
+    assert event['data'] == [{'class': 'User',
+                              'model': {'id': 1, 'nickname': 'susan'}}]
+    assert event['namespace'] == '/'
+    assert pusher.flush()
+
+
+def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
+    from conftest import free_port
+    caplog.set_level(logging.INFO, logger='microflack_common.events')
+    pusher = ModelPusher.from_redis(f'127.0.0.1:{free_port()}')
+    start = time.monotonic()
+    pusher.push('User', {'id': 1})
+    assert time.monotonic() - start < 0.1      # never blocks the caller
+    assert pusher.flush(10)
+    assert 'cannot push User update' in caplog.text
+    # The same pusher works again once its Redis is reachable.
+    pusher._emitter_factory = ModelPusher.from_redis(
+        redis_address)._emitter_factory
+    pusher._emitter = None
+    pusher._retry_at = 0
+    pusher.push('Message', {'id': 2})
+    assert next_event(subscriber)['data'][0]['model'] == {'id': 2}
+    assert pusher.flush()
+    assert 'pushes resumed' in caplog.text
+
+
+def test_no_redis_means_no_pushes():
+    assert isinstance(ModelPusher.from_redis(None), NullPusher)
+    assert isinstance(ModelPusher.from_redis(''), NullPusher)
+
+
+Base = declarative_base()
+
+
+class Item(Base):
+    __tablename__ = 'items'
+    id = Column(Integer, primary_key=True)
+    name = Column(String(10))
+
+    def to_dict(self):
+        return {'id': self.id, 'name': self.name}
+
+
+Session = sessionmaker()
+track_model_changes(Session, {Item: 'Item'})
+
+
+def test_track_model_changes_pushes_after_commit():
+    class Config(common_config.TestConfig):
+        SERVICE_NAME = 'items'
+    app = Flask('items')
+    app.config.from_object(Config)
+    pusher = RecordingPusher()
+    init_service(app, pusher=pusher)
+    engine = create_engine('sqlite://')
+    Base.metadata.create_all(engine)
+    with app.app_context():
+        session = Session(bind=engine)
+        item = Item(name='a')
+        session.add(item)
+        session.flush()
+        assert pusher.pushes == []          # not before the commit
+        session.commit()
+        assert pusher.pushes == [('Item', {'id': 1, 'name': 'a'})]
+        item.name = 'b'
+        session.commit()
+        assert pusher.pushes[-1] == ('Item', {'id': 1, 'name': 'b'})
+        session.commit()                    # nothing changed: no push
+        assert len(pusher.pushes) == 2
+        item.name = 'c'
+        session.flush()
+        session.rollback()                  # rolled back: no push
+        assert len(pusher.pushes) == 2
+        session.close()

@@ -1,0 +1,91 @@
+"""The users service's data: one table of users."""
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.dialects import mysql
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from microflack_common.events import track_model_changes
+from microflack_common.utils import timestamp
+from microflack_common.validation import MAX_INT
+
+db = SQLAlchemy()
+
+NICKNAME_LENGTH = 32
+# Nicknames compare exactly, as in SQLite: MySQL's default collations would
+# take "susan", "Susan" and "süsan" (or any two emoji) for the same name.
+NICKNAME_TYPE = db.String(NICKNAME_LENGTH).with_variant(
+    mysql.VARCHAR(NICKNAME_LENGTH, collation='utf8mb4_bin'),
+    'mysql', 'mariadb')
+
+
+class User(db.Model):
+    __tablename__ = 'users'
+    id = db.Column(db.Integer, primary_key=True)
+    created_at = db.Column(db.Integer, nullable=False, default=timestamp)
+    updated_at = db.Column(db.Integer, nullable=False, default=timestamp,
+                           onupdate=timestamp)
+    nickname = db.Column(NICKNAME_TYPE, nullable=False, unique=True,
+                         index=True)
+    password_hash = db.Column(db.String(256), nullable=False)
+    last_seen_at = db.Column(db.Integer, nullable=False, default=timestamp)
+    online = db.Column(db.Boolean, nullable=False, default=False)
+
+    @staticmethod
+    def find(user_id):
+        """The user with this id, or None; ids no database column holds
+        (a forged huge token claim, say) are simply not found."""
+        if not 0 < user_id <= MAX_INT:
+            return None
+        return db.session.get(User, user_id)
+
+    @staticmethod
+    def find_by_nickname(nickname):
+        user = db.session.scalar(db.select(User).filter_by(nickname=nickname))
+        # MySQL ignores trailing spaces when comparing: "susan " is not susan.
+        return user if user is not None and user.nickname == nickname \
+            else None
+
+    def set_password(self, password):
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        return check_password_hash(self.password_hash, password)
+
+    def mark_seen(self):
+        """Record that the user is around; True if that changed anything
+        (callers only write to the database then)."""
+        now = timestamp()
+        if self.last_seen_at == now and self.online:
+            return False
+        self.last_seen_at = now
+        self.online = True
+        return True
+
+    def mark_offline(self):
+        """Record that the user left; True if that changed anything."""
+        now = timestamp()
+        if self.last_seen_at == now and not self.online:
+            return False
+        self.last_seen_at = now
+        self.online = False
+        return True
+
+    def to_dict(self):
+        # Plain strings, not url_for(): pushes are built after commits, also
+        # on the sweep's thread where there is no request.
+        return {
+            'id': self.id,
+            'created_at': self.created_at,
+            'updated_at': self.updated_at,
+            'nickname': self.nickname,
+            'last_seen_at': self.last_seen_at,
+            'online': self.online,
+            '_links': {
+                'self': f'/api/users/{self.id}',
+                'messages': f'/api/messages/{self.id}',
+                'tokens': '/api/tokens',
+            },
+        }
+
+
+# Every committed insert or update of a user is pushed as `updated_model`.
+track_model_changes(db.session, {User: 'User'})
