@@ -1,5 +1,6 @@
 """The users service's data: one table of users."""
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import select
 from sqlalchemy.dialects import mysql
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -39,7 +40,7 @@ class User(db.Model):
 
     @staticmethod
     def find_by_nickname(nickname):
-        user = db.session.scalar(db.select(User).filter_by(nickname=nickname))
+        user = db.session.scalar(select(User).filter_by(nickname=nickname))
         # MySQL ignores trailing spaces when comparing: "susan " is not susan.
         return user if user is not None and user.nickname == nickname \
             else None

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Install the system packages MicroFlack needs on a Debian/Ubuntu host.
+# Only what is missing is installed; a second run changes nothing.
+#   setup-host.sh [--with-browser]
+#     --with-browser  also Chromium, for the browser end-to-end tests
+set -euo pipefail
+# shellcheck source=../lib/common.sh
+source "$(dirname "$(readlink -f "$0")")/../lib/common.sh"
+
+with_browser=
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) with_browser=1 ;;
+    -h|--help) usage "[--with-browser]" ;;
+    *) usage "[--with-browser]" "unknown option: $arg" ;;
+  esac
+done
+
+command -v apt-get >/dev/null 2>&1 ||
+  die "apt-get not found: this script supports Debian and Ubuntu hosts"
+[ "$(id -u)" -eq 0 ] || need_cmd sudo
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# "<file or command that proves it is there> <package>" pairs.
+wanted=(
+  "python3 python3"
+  "/usr/bin/etcd etcd-server"
+  "haproxy haproxy"
+  "/usr/sbin/mariadbd mariadb-server"
+  "mariadb mariadb-client"
+  "redis-server redis-server"
+  "redis-cli redis-tools"
+  "shellcheck shellcheck"
+  "node nodejs"
+  "npm npm"
+  "curl curl"
+  "setsid util-linux"
+)
+if [ -n "$with_browser" ]; then
+  wanted+=("/usr/bin/chromium chromium" "fc-list fonts-dejavu-core")
+fi
+
+missing=()
+for pair in "${wanted[@]}"; do
+  probe="${pair% *}"
+  package="${pair#* }"
+  if [ "${probe:0:1}" = / ]; then
+    [ -e "$probe" ] && continue
+  else
+    command -v "$probe" >/dev/null 2>&1 && continue
+  fi
+  missing+=("$package")
+done
+# A Python that cannot make virtualenvs needs its venv module.
+if command -v python3 >/dev/null 2>&1 &&
+    ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=("python3-venv")
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  log "all system packages are present"
+  exit 0
+fi
+log "installing: ${missing[*]}"
+as_root apt-get update -qq
+# Daemons are started by MicroFlack's own scripts, not by the packages.
+as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+log "installed: ${missing[*]}"

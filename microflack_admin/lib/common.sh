@@ -1,0 +1,77 @@
+# shellcheck shell=bash
+# Functions shared by the mf* scripts: source it, never run it.
+#   source "$(dirname "$0")/../lib/common.sh"
+# It loads mfvars, so every script sees the same environment.
+
+# shellcheck source=../mfvars
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/mfvars"
+
+MF_SCRIPT="$(basename "$0")"
+
+# Messages go to stderr so that stdout stays for results (ids, URLs).
+log() { printf '%s: %s\n' "$MF_SCRIPT" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$MF_SCRIPT" "$*" >&2; exit 1; }
+
+# usage "<arguments>" [details]: print the usage line and exit 2.
+usage() {
+  printf 'usage: %s %s\n' "$MF_SCRIPT" "$1" >&2
+  [ -n "${2:-}" ] && printf '%s\n' "$2" >&2
+  exit 2
+}
+
+need_cmd() {
+  local cmd
+  for cmd in "$@"; do
+    command -v "$cmd" >/dev/null 2>&1 ||
+      die "'$cmd' is not installed: run microflack_admin/install/setup-host.sh"
+  done
+}
+
+is_service() {
+  local name
+  for name in $SERVICES; do
+    [ "$name" = "$1" ] && return 0
+  done
+  return 1
+}
+
+# check_service NAME: die with the list of services unless NAME is one.
+check_service() {
+  is_service "$1" || die "unknown service '$1' (services: $SERVICES)"
+}
+
+# service_dir NAME: the source folder of a service.
+service_dir() { printf '%s/microflack_%s\n' "$MF_ROOT" "$1"; }
+
+# service_version NAME: the version a build of the service carries.
+service_version() { tr -d '[:space:]' < "$(service_dir "$1")/VERSION"; }
+
+# common_version: the version of the microflack_common wheel.
+common_version() {
+  sed -n 's/^__version__ = "\(.*\)"$/\1/p' \
+    "$MF_ROOT/microflack_common/src/microflack_common/__init__.py"
+}
+
+# python_for_venvs: the Python that creates the platform's virtualenvs.
+python_for_venvs() {
+  local python="${MF_PYTHON:-python3}"
+  command -v "$python" >/dev/null 2>&1 || die "'$python' is not installed"
+  "$python" -c 'import venv, ensurepip' 2>/dev/null ||
+    die "$python cannot create virtualenvs: install python3-venv"
+  printf '%s\n' "$python"
+}
+
+# make_venv DIR: create (or reuse) a virtualenv with a current pip.
+make_venv() {
+  if [ ! -x "$1/bin/python" ]; then
+    "$(python_for_venvs)" -m venv "$1"
+  fi
+}
+
+# pip_from_wheelhouse VENV ARGS...: install from the wheelhouse only.
+pip_from_wheelhouse() {
+  local venv="$1"
+  shift
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    --no-index --find-links "$WHEELHOUSE" "$@"
+}

@@ -1,0 +1,46 @@
+"""The messages table and its JSON form."""
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import BigInteger, Integer, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import Mapped, mapped_column
+
+from microflack_common.events import track_model_changes
+from microflack_common.utils import timestamp
+
+db = SQLAlchemy()
+
+# MySQL's TEXT holds 64 KiB; rendered html with link previews can exceed it.
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), 'mysql')
+# Ids are MySQL INTs: anything larger cannot name a message.
+MAX_ID = 2 ** 31 - 1
+
+
+class Message(db.Model):
+    __tablename__ = 'messages'
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=timestamp)
+    updated_at: Mapped[int] = mapped_column(
+        BigInteger, default=timestamp, onupdate=timestamp, index=True)
+    source: Mapped[str] = mapped_column(LongText)
+    html: Mapped[str] = mapped_column(LongText)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+
+    def to_dict(self):
+        return {
+            'id': self.id,
+            'created_at': self.created_at,
+            'updated_at': self.updated_at,
+            'source': self.source,
+            'html': self.html,
+            'user_id': self.user_id,
+            '_links': {
+                'self': f'/api/messages/{self.id}',
+                'user': f'/api/users/{self.user_id}',
+            },
+        }
+
+
+# Every committed insert or update (post, link expansion, edit) is pushed to
+# the browsers as an ``updated_model`` event.
+track_model_changes(db.session, {Message: 'Message'})

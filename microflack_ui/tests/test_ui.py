@@ -1,0 +1,236 @@
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+STATIC = Path(__file__).resolve().parent.parent / 'static'
+VENDOR = STATIC / 'vendor'
+BUILD_HINT = 'static/vendor/ is missing or stale: run `npm ci && npm run build`'
+CONTENT_TYPES = {
+    '.js': ('text/javascript', 'application/javascript'),
+    '.css': ('text/css',),
+}
+ANY_URL = re.compile(r'https?://', re.IGNORECASE)
+
+
+class PageParser(HTMLParser):
+    """Collects the URLs a page loads and its JSON configuration block."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+        self.config_text = None
+        self._in_config = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == 'script' and attrs.get('src'):
+            self.urls.append(attrs['src'])
+        if tag == 'link' and attrs.get('href'):
+            self.urls.append(attrs['href'])
+        if tag in ('img', 'iframe', 'source') and attrs.get('src'):
+            self.urls.append(attrs['src'])
+        if tag == 'script' and attrs.get('id') == 'microflack-config':
+            assert attrs.get('type') == 'application/json'
+            self._in_config = True
+
+    def handle_endtag(self, tag):
+        self._in_config = False
+
+    def handle_data(self, data):
+        if self._in_config:
+            self.config_text = (self.config_text or '') + data
+
+
+def parse_page(client):
+    rv = client.get('/')
+    assert rv.status == 200
+    parser = PageParser()
+    parser.feed(rv.data.decode())
+    return rv, parser
+
+
+def static_paths(urls):
+    return {urlsplit(url).path for url in urls}
+
+
+def built_vendor_files():
+    """The vendor files the page loads (source maps come along for the
+    browser's developer tools and are not loaded by the page)."""
+    if not VENDOR.is_dir():
+        return set()
+    return {f'/static/vendor/{path.name}' for path in VENDOR.iterdir()
+            if not path.name.endswith('.map')}
+
+
+def test_vendor_files_are_built():
+    assert built_vendor_files(), BUILD_HINT
+
+
+def test_index_is_html(client):
+    rv = client.get('/')
+    assert rv.status == 200
+    assert rv.headers['Content-Type'].startswith('text/html')
+    text = rv.data.decode()
+    assert text.lstrip().lower().startswith('<!doctype html>')
+    for hook in ('id="login-form"', 'id="nickname"', 'id="password"',
+                 'id="login-button"', 'id="logout-button"',
+                 'id="user-list"', 'id="message-list"',
+                 'id="message-input"', 'id="post-button"'):
+        assert hook in text
+
+
+def test_index_has_the_config_block(app, client):
+    _, page = parse_page(client)
+    assert page.config_text is not None
+    assert json.loads(page.config_text) == {
+        'socketio': False, 'version': app.config['VERSION']}
+    assert app.config['VERSION'] == '1.0.0'
+
+
+def test_index_config_follows_ui_socketio(socketio_client):
+    _, page = parse_page(socketio_client)
+    assert json.loads(page.config_text)['socketio'] is True
+    assert '/static/vendor/socket.io.min.js' in static_paths(page.urls)
+
+
+def test_ui_socketio_defaults_to_false(monkeypatch):
+    import importlib
+
+    import config
+    monkeypatch.delenv('UI_SOCKETIO', raising=False)
+    assert importlib.reload(config).Config.UI_SOCKETIO is False
+    monkeypatch.setenv('UI_SOCKETIO', '1')
+    assert importlib.reload(config).Config.UI_SOCKETIO is True
+    monkeypatch.delenv('UI_SOCKETIO')
+    importlib.reload(config)
+
+
+def test_service_url_defaults_to_root(app):
+    assert app.config['SERVICE_NAME'] == 'ui'
+    assert app.config['SERVICE_URL'] == '/'
+
+
+def test_index_references_client_and_vendor_files(client):
+    _, page = parse_page(client)
+    paths = static_paths(page.urls)
+    assert '/static/app.js' in paths
+    assert '/static/app.css' in paths
+    for name in ('jquery.min.js', 'underscore-umd-min.js', 'backbone-min.js',
+                 'bootstrap.min.css'):
+        assert f'/static/vendor/{name}' in paths
+    # app.js comes after the libraries it uses
+    order = [urlsplit(url).path for url in page.urls]
+    assert order.index('/static/app.js') > \
+        order.index('/static/vendor/backbone-min.js') > \
+        order.index('/static/vendor/underscore-umd-min.js')
+    assert order.index('/static/vendor/backbone-min.js') > \
+        order.index('/static/vendor/jquery.min.js')
+
+
+def test_every_built_vendor_file_is_referenced(socketio_client):
+    _, page = parse_page(socketio_client)
+    vendor = built_vendor_files()
+    assert vendor, BUILD_HINT
+    assert vendor <= static_paths(page.urls)
+
+
+@pytest.mark.parametrize('use_socketio', [False, True])
+def test_every_referenced_url_is_served(client, socketio_client,
+                                        use_socketio):
+    test_client = socketio_client if use_socketio else client
+    _, page = parse_page(test_client)
+    assert page.urls
+    for url in page.urls:
+        parts = urlsplit(url)
+        assert not parts.scheme and not parts.netloc, url
+        assert parts.path.startswith('/static/'), url
+        assert parts.query == 'v=1.0.0', url
+        rv = test_client.get(url)
+        assert rv.status == 200, f'{url}: {rv.status}; {BUILD_HINT}'
+        suffix = Path(parts.path).suffix
+        content_type = rv.headers['Content-Type'].split(';')[0]
+        assert content_type in CONTENT_TYPES[suffix], url
+        assert rv.data
+
+
+def test_no_external_urls_in_page_and_client(client, socketio_client):
+    for test_client in (client, socketio_client):
+        assert not ANY_URL.search(test_client.get('/').data.decode())
+    for name in ('app.js', 'app.css'):
+        rv = client.get(f'/static/{name}')
+        assert rv.status == 200
+        assert not ANY_URL.search(rv.data.decode()), name
+
+
+def test_stylesheets_load_nothing_from_elsewhere():
+    assert built_vendor_files(), BUILD_HINT
+    remote = re.compile(r'''(url\(\s*['"]?|@import\s+['"]?)\s*(https?:)?//''',
+                        re.IGNORECASE)
+    for path in [STATIC / 'app.css', *VENDOR.glob('*.css')]:
+        assert not remote.search(path.read_text()), path.name
+
+
+def test_page_security_headers(client):
+    rv = client.get('/')
+    policy = rv.headers['Content-Security-Policy']
+    assert "script-src 'self'" in policy
+    assert 'unsafe-inline' not in policy
+    assert rv.headers['X-Content-Type-Options'] == 'nosniff'
+    assert 'no-cache' in rv.headers['Cache-Control']
+
+
+def test_vendor_files_are_cacheable(app, client):
+    assert built_vendor_files(), BUILD_HINT
+    rv = client.get('/static/vendor/jquery.min.js?v=1.0.0')
+    assert rv.status == 200
+    assert rv.response.cache_control.public
+    assert rv.response.cache_control.max_age == \
+        app.config['UI_VENDOR_MAX_AGE'] > 0
+    assert not rv.response.cache_control.no_cache
+
+
+@pytest.mark.parametrize('name', ['app.js', 'app.css'])
+def test_client_files_are_revalidated(client, name):
+    rv = client.get(f'/static/{name}?v=1.0.0')
+    assert rv.status == 200
+    assert rv.response.cache_control.no_cache
+    assert rv.response.cache_control.max_age is None
+    etag = rv.headers['ETag']
+    again = client.get(f'/static/{name}?v=1.0.0',
+                       headers={'If-None-Match': etag})
+    assert again.status == 304
+    assert again.response.cache_control.no_cache
+
+
+def test_only_message_html_is_inserted_as_html():
+    """app.js writes untrusted text with .text(); .html() is used once,
+    for the messages service's sanitised `html`."""
+    source = (STATIC / 'app.js').read_text()
+    calls = re.findall(r'\.html\(([^)]*)\)', source)
+    assert calls == ['message.html']
+    assert 'innerHTML' not in source
+
+
+def test_health(client):
+    rv = client.get('/health')
+    assert rv.status == 200
+    assert rv.json['service'] == 'ui'
+    assert rv.json['status'] == 'ok'
+
+
+@pytest.mark.parametrize('url', ['/nope', '/api/nothing', '/static/nope.js'])
+def test_unknown_paths_are_json_404(client, url):
+    rv = client.get(url)
+    assert rv.status == 404
+    assert rv.headers['Content-Type'] == 'application/json'
+    assert rv.json == {'error': 'not found'}
+
+
+def test_index_only_answers_get(client):
+    rv = client.post('/')
+    assert rv.status == 405
+    assert rv.json['error']

@@ -1,0 +1,160 @@
+"""/api/users: register, list, show and edit users; log in (Basic), ping
+and sign off (token)."""
+import unicodedata
+
+from flask import Blueprint, abort, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from auth import basic_auth
+from microflack_common.auth import (
+    current_user_id,
+    token_auth,
+    token_optional_auth,
+    unauthorized,
+)
+from microflack_common.validation import bool_arg, int_arg, json_object, string_field
+from models import NICKNAME_LENGTH, User, db
+
+users = Blueprint('users', __name__)
+
+
+def check_characters(name, value, forbidden):
+    """400 if ``value`` has characters of the Unicode categories
+    ``forbidden``."""
+    if any(unicodedata.category(char) in forbidden for char in value):
+        abort(400, f'{name} contains characters that are not allowed')
+
+
+def nickname_field(data, required=True):
+    nickname = string_field(data, 'nickname', required=required,
+                            max_length=NICKNAME_LENGTH, strip=True)
+    if nickname is not None:
+        # Lone surrogates (Cs) cannot be stored; control characters (Cc)
+        # only confuse readers; Basic auth cannot carry a ':' in a name.
+        check_characters('nickname', nickname, ('Cs', 'Cc'))
+        if ':' in nickname:
+            abort(400, 'nickname must not contain ":"')
+    return nickname
+
+
+def password_field(data, required=True):
+    password = string_field(data, 'password', required=required)
+    if password is not None:
+        check_characters('password', password, ('Cs',))
+    return password
+
+
+def commit_nickname_change():
+    """Commit; a nickname someone else has (perhaps since a moment ago) is
+    the client's mistake, not a server error."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        abort(400, 'nickname is already taken')
+
+
+def get_user_or_404(user_id):
+    user = User.find(user_id)
+    if user is None:
+        abort(404, 'user not found')
+    return user
+
+
+def token_user():
+    """The user the request's token names, for the /me endpoints."""
+    user = User.find(current_user_id())
+    if user is None:
+        abort(unauthorized())    # a valid token for a user that is gone
+    return user
+
+
+def record_token_use(claims):
+    """Platform callback for every request with a valid token: the user is
+    around. Writes only when the second or the online flag changes."""
+    if request.endpoint == 'users.sign_off':
+        return  # the view records it in one write, no "online" flash first
+    user = User.find(claims['user_id'])
+    if user is not None and user.mark_seen():
+        db.session.commit()
+
+
+@users.route('', methods=['POST'])
+def new_user():
+    data = json_object()
+    nickname = nickname_field(data)
+    password = password_field(data)
+    user = User(nickname=nickname)
+    user.set_password(password)
+    db.session.add(user)
+    commit_nickname_change()
+    body = user.to_dict()
+    return body, 201, {'Location': body['_links']['self']}
+
+
+@users.route('', methods=['GET'])
+@token_optional_auth.login_required
+def get_users():
+    query = select(User).order_by(User.updated_at, User.nickname)
+    online = bool_arg('online')
+    if online is not None:
+        query = query.where(User.online == online)
+    updated_since = int_arg('updated_since')
+    if updated_since is not None:
+        query = query.where(User.updated_at >= updated_since)
+    return {'users': [user.to_dict() for user in db.session.scalars(query)]}
+
+
+@users.route('/<int:user_id>', methods=['GET'])
+@token_optional_auth.login_required
+def get_user(user_id):
+    return get_user_or_404(user_id).to_dict()
+
+
+@users.route('/<int:user_id>', methods=['PUT'])
+@token_auth.login_required
+def edit_user(user_id):
+    user = get_user_or_404(user_id)
+    if user.id != current_user_id():
+        abort(403, 'you can only edit your own user')
+    data = json_object()
+    nickname = nickname_field(data, required=False)
+    password = password_field(data, required=False)
+    if nickname is None and password is None:
+        abort(400, 'give a new nickname and/or password')
+    if nickname is not None:
+        user.nickname = nickname
+    if password is not None:
+        user.set_password(password)
+    commit_nickname_change()
+    return '', 204
+
+
+@users.route('/me', methods=['GET'])
+@basic_auth.login_required
+def log_in():
+    """The tokens service relays logins here: check the credentials, mark
+    the user online and answer who it is."""
+    user = basic_auth.current_user()
+    if user.mark_seen():
+        db.session.commit()
+    return user.to_dict()
+
+
+@users.route('/me', methods=['PUT'])
+@token_auth.login_required
+def ping():
+    # record_token_use has marked the user seen and online already; this
+    # only makes sure the user exists.
+    token_user()
+    return '', 204
+
+
+@users.route('/me', methods=['DELETE'])
+@token_auth.login_required
+def sign_off():
+    user = token_user()
+    if user.mark_offline():
+        db.session.commit()
+    return '', 204

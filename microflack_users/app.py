@@ -1,0 +1,26 @@
+"""The users service: registration, profiles, logins and who is online."""
+from pathlib import Path
+
+from flask import Flask
+from flask_migrate import Migrate
+
+from config import config
+from microflack_common import config as common_config
+from microflack_common.service import init_service
+from models import db
+
+MIGRATIONS = str(Path(__file__).parent / 'migrations')
+migrate = Migrate(directory=MIGRATIONS)
+
+
+def create_app(config_class=None, **platform_parts):
+    app = Flask(__name__)
+    app.config.from_object(config_class or common_config.select(config))
+    platform = init_service(app, **platform_parts)
+    db.init_app(app)
+    migrate.init_app(app, db)
+
+    from api import record_token_use, users
+    app.register_blueprint(users, url_prefix='/api/users')
+    platform.on_token_verified(record_token_use)
+    return app
