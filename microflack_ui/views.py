@@ -1,6 +1,12 @@
 """GET /: the chat page, and the caching rules of its static files."""
-from flask import (Blueprint, current_app, make_response, render_template,
-                   request, url_for)
+from flask import (
+    Blueprint,
+    current_app,
+    make_response,
+    render_template,
+    request,
+    url_for,
+)
 
 ui = Blueprint('ui', __name__)
 
@@ -59,5 +65,4 @@ def cache_headers(response):
         else:
             response.cache_control.no_cache = True
             response.cache_control.max_age = None
-            response.expires = None
     return response

@@ -1,6 +1,7 @@
 """Basic authentication (nickname and password), used by GET /api/users/me
 only: the tokens service relays logins there. Token auth comes from
 microflack_common.auth."""
+from flask import request
 from flask_httpauth import HTTPBasicAuth
 
 from microflack_common.auth import unauthorized
@@ -11,10 +12,10 @@ class StrictBasicAuth(HTTPBasicAuth):
     def get_auth(self):
         # Flask-HTTPAuth decodes credentials whatever the scheme says; a
         # "Bearer <base64 of nick:pass>" header must not log anyone in.
-        auth = super().get_auth()
-        if auth is not None and auth.type.lower() != 'basic':
+        scheme = request.headers.get('Authorization', '').partition(' ')[0]
+        if scheme.lower() != 'basic':
             return None
-        return auth
+        return super().get_auth()
 
 
 basic_auth = StrictBasicAuth()

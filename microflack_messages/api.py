@@ -1,0 +1,86 @@
+"""/api/messages: post, list, read and edit chat messages."""
+from flask import Blueprint, abort, current_app, jsonify
+from sqlalchemy import select
+
+from microflack_common.auth import current_user_id, token_auth, token_optional_auth
+from microflack_common.utils import timestamp
+from microflack_common.validation import int_arg, json_object, string_field
+from models import MAX_ID, Message, db
+from render import render
+from tasks import schedule_link_expansion
+
+messages = Blueprint('messages', __name__)
+
+# GET /api/messages never returns messages older than this (seconds).
+HISTORY = 24 * 60 * 60
+
+
+def source_from_request():
+    """The ``source`` of the JSON body, checked (400 otherwise)."""
+    source = string_field(json_object(), 'source',
+                          max_length=current_app.config['MAX_MESSAGE_LENGTH'])
+    if not source.strip():
+        abort(400, 'source must not be empty')
+    try:
+        source.encode('utf-8')
+    except UnicodeEncodeError:      # lone surrogates (\ud800) in the JSON
+        abort(400, 'source must be valid unicode text')
+    return source
+
+
+def get_message_or_404(id):
+    message = db.session.get(Message, id) if id <= MAX_ID else None
+    if message is None:
+        abort(404)
+    return message
+
+
+@messages.route('', methods=['POST'])
+@token_auth.login_required
+def new_message():
+    source = source_from_request()
+    message = Message(source=source, html=render(source),
+                      user_id=current_user_id())
+    db.session.add(message)
+    db.session.commit()
+    schedule_link_expansion(message)
+    body = message.to_dict()
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers['Location'] = body['_links']['self']
+    return response
+
+
+@messages.route('', methods=['GET'])
+@token_optional_auth.login_required
+def get_messages():
+    """Messages updated since ``updated_since`` (but at most a day ago),
+    oldest update first."""
+    since = timestamp() - HISTORY
+    updated_since = int_arg('updated_since')
+    if updated_since is not None:
+        since = max(since, updated_since)
+    query = select(Message).where(Message.updated_at >= since) \
+        .order_by(Message.updated_at, Message.id)
+    return jsonify(messages=[message.to_dict()
+                             for message in db.session.scalars(query)])
+
+
+@messages.route('/<int:id>', methods=['GET'])
+@token_optional_auth.login_required
+def get_message(id):
+    return jsonify(get_message_or_404(id).to_dict())
+
+
+@messages.route('/<int:id>', methods=['PUT'])
+@token_auth.login_required
+def edit_message(id):
+    message = get_message_or_404(id)
+    if message.user_id != current_user_id():
+        abort(403, 'you can only edit your own messages')
+    source = source_from_request()
+    message.source = source
+    message.html = render(source)
+    db.session.commit()
+    schedule_link_expansion(message)
+    return '', 204

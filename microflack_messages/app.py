@@ -1,0 +1,28 @@
+"""The messages service: chat messages rendered from markdown, with link
+previews fetched in the background."""
+from pathlib import Path
+
+from flask import Flask
+from flask_migrate import Migrate
+
+import tasks
+from config import config
+from microflack_common import config as common_config
+from microflack_common.service import init_service
+from models import db
+
+MIGRATIONS = str(Path(__file__).parent / 'migrations')
+migrate = Migrate(directory=MIGRATIONS)
+
+
+def create_app(config_class=None, **platform_parts):
+    app = Flask(__name__)
+    app.config.from_object(config_class or common_config.select(config))
+    init_service(app, **platform_parts)
+    db.init_app(app)
+    migrate.init_app(app, db)
+    tasks.init_app(app)
+
+    from api import messages
+    app.register_blueprint(messages, url_prefix='/api/messages')
+    return app

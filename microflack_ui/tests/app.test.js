@@ -1,0 +1,509 @@
+// Unit tests of the client logic in static/app.js (no browser needed):
+// `npm test`, which runs `node --test tests/`.
+'use strict';
+
+const assert = require('node:assert/strict');
+const { describe, it, mock, beforeEach, afterEach } = require('node:test');
+
+const MF = require('../static/app.js');
+
+// --- helpers ---------------------------------------------------------------
+
+/** A fetch answering from `routes` ("METHOD /path" -> status, body); every
+ * call is kept in `calls` as {method, url, headers, body}. */
+function fakeFetch(routes) {
+  const calls = [];
+  const fetch = async function (url, init) {
+    const call = { method: init.method, url, headers: init.headers,
+      body: init.body === undefined ? undefined : JSON.parse(init.body) };
+    calls.push(call);
+    const path = url.split('?')[0];
+    let answer = routes[`${init.method} ${url}`] || routes[`${init.method} ${path}`];
+    if (typeof answer === 'function') {
+      answer = answer(call);
+    }
+    if (answer instanceof Error) {
+      throw answer;
+    }
+    const [status, body] = answer || [404, { error: 'not found' }];
+    return {
+      ok: status >= 200 && status < 300,
+      status,
+      statusText: '',
+      text: async () => (body === undefined ? '' : JSON.stringify(body)),
+    };
+  };
+  fetch.calls = calls;
+  return fetch;
+}
+
+function memoryStorage() {
+  const items = new Map();
+  return {
+    getItem: (key) => (items.has(key) ? items.get(key) : null),
+    setItem: (key, value) => items.set(key, String(value)),
+    removeItem: (key) => items.delete(key),
+    items,
+  };
+}
+
+/** An unsigned JWT with these claims (the client only reads them). */
+function jwt(claims) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  return `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}.signature`;
+}
+
+const HOUR = 3600;
+const NOW = 1767225600;   // 2026-01-01T00:00:00Z
+
+function user(id, nickname, extra) {
+  return Object.assign({ id, nickname, online: true, created_at: NOW,
+    updated_at: NOW }, extra);
+}
+
+function message(id, userId, extra) {
+  return Object.assign({ id, user_id: userId, source: `m${id}`,
+    html: `m${id}`, created_at: NOW + id, updated_at: NOW + id }, extra);
+}
+
+function settle() {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+// --- pure helpers ------------------------------------------------------------
+
+describe('basicAuthHeader', () => {
+  it('encodes ASCII credentials like any Basic header', () => {
+    assert.equal(MF.basicAuthHeader('susan', 'dog'),
+      `Basic ${Buffer.from('susan:dog').toString('base64')}`);
+  });
+
+  it('encodes non-ASCII nicknames and passwords as UTF-8', () => {
+    const header = MF.basicAuthHeader('zoë🙂', 'pässwörd');
+    assert.equal(header,
+      `Basic ${Buffer.from('zoë🙂:pässwörd', 'utf8').toString('base64')}`);
+    const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
+    assert.equal(decoded, 'zoë🙂:pässwörd');
+  });
+});
+
+describe('tokenClaims', () => {
+  it('reads the payload of a JWT', () => {
+    assert.deepEqual(MF.tokenClaims(jwt({ user_id: 7, exp: NOW })),
+      { user_id: 7, exp: NOW });
+  });
+
+  it('is null for anything else', () => {
+    for (const token of [null, '', 'abc', 'a.!!!.c', 'a.bm90IGpzb24.c']) {
+      assert.equal(MF.tokenClaims(token), null, String(token));
+    }
+  });
+});
+
+describe('updated_since cursor', () => {
+  it('is the largest updated_at, asked again from the second before', () => {
+    assert.equal(MF.latestUpdate([]), null);
+    assert.equal(MF.latestUpdate([{ updated_at: 5 }, { updated_at: 9 },
+      { updated_at: 7 }, {}]), 9);
+    assert.equal(MF.updatedSince(null), null);
+    assert.equal(MF.updatedSince(9), 8);
+  });
+});
+
+describe('mergeModels', () => {
+  it('adds new models and merges known ones by id', () => {
+    const messages = new MF.Messages([message(1, 1), message(2, 1)]);
+    MF.mergeModels(messages, [
+      message(2, 1, { html: 'edited', updated_at: NOW + 50 }),
+      message(3, 2),
+    ]);
+    assert.deepEqual(messages.pluck('id'), [1, 2, 3]);
+    assert.equal(messages.get(2).get('html'), 'edited');
+  });
+
+  it('keeps messages in the order they were written', () => {
+    const messages = new MF.Messages();
+    MF.mergeModels(messages, [message(3, 1), message(1, 1)]);
+    MF.mergeModels(messages, [message(2, 1),
+      message(1, 1, { updated_at: NOW + 100 })]);
+    assert.deepEqual(messages.pluck('id'), [1, 2, 3]);
+  });
+
+  it('never replaces a model by an older version', () => {
+    const messages = new MF.Messages([
+      message(1, 1, { html: 'new', updated_at: NOW + 10 })]);
+    MF.mergeModels(messages, [message(1, 1, { html: 'old', updated_at: NOW })]);
+    assert.equal(messages.get(1).get('html'), 'new');
+  });
+
+  it('with onlyNew, leaves known models alone', () => {
+    const messages = new MF.Messages([message(1, 1, { html: 'rendered' })]);
+    MF.mergeModels(messages, [message(1, 1, { html: '' }), message(2, 1)],
+      { onlyNew: true });
+    assert.equal(messages.get(1).get('html'), 'rendered');
+    assert.equal(messages.length, 2);
+  });
+
+  it('ignores things without an id', () => {
+    const users = new MF.Users();
+    assert.equal(MF.mergeModels(users, [null, { nickname: 'x' }]), 0);
+    assert.equal(users.length, 0);
+  });
+});
+
+describe('compareUsers', () => {
+  it('puts online users first, then sorts by nickname', () => {
+    const users = [user(1, 'bob', { online: false }), user(2, 'Carol'),
+      user(3, 'alice', { online: false }), user(4, 'anna')];
+    assert.deepEqual(users.sort(MF.compareUsers).map((u) => u.nickname),
+      ['anna', 'Carol', 'alice', 'bob']);
+  });
+});
+
+describe('formatTime', () => {
+  const options = { locale: 'en-GB', timeZone: 'UTC', now: NOW * 1000 + 20 * HOUR * 1000 };
+
+  it('shows the time alone for today', () => {
+    assert.equal(MF.formatTime(NOW + 14 * HOUR + 5 * 60, options), '14:05');
+  });
+
+  it('adds the day for earlier days, and the year for earlier years', () => {
+    assert.equal(MF.formatTime(NOW + 5 * 24 * HOUR, Object.assign({}, options,
+      { now: (NOW + 40 * 24 * HOUR) * 1000 })), '6 Jan, 00:00');
+    assert.equal(MF.formatTime(NOW - 2 * HOUR, options), '31 Dec 2025, 22:00');
+  });
+});
+
+describe('withQuery', () => {
+  it('adds the parameters that have a value', () => {
+    assert.equal(MF.withQuery('/api/users', {}), '/api/users');
+    assert.equal(MF.withQuery('/api/users', { updated_since: null }), '/api/users');
+    assert.equal(MF.withQuery('/api/users', { updated_since: 0 }),
+      '/api/users?updated_since=0');
+  });
+});
+
+// --- Api ---------------------------------------------------------------------
+
+describe('Api', () => {
+  it('sends JSON with the current token and returns the answer', async () => {
+    const fetch = fakeFetch({ 'POST /api/messages': [201, { id: 1 }] });
+    const api = new MF.Api({ fetch, getToken: () => 'tok' });
+    assert.deepEqual(await api.post('/api/messages', { source: 'hi' }), { id: 1 });
+    const call = fetch.calls[0];
+    assert.equal(call.headers.Authorization, 'Bearer tok');
+    assert.equal(call.headers['Content-Type'], 'application/json');
+    assert.deepEqual(call.body, { source: 'hi' });
+  });
+
+  it('sends no Authorization without a token, and accepts empty answers', async () => {
+    const fetch = fakeFetch({ 'PUT /api/users/me': [204] });
+    const api = new MF.Api({ fetch, getToken: () => null });
+    assert.equal(await api.put('/api/users/me'), null);
+    assert.equal(fetch.calls[0].headers.Authorization, undefined);
+    assert.equal(fetch.calls[0].body, undefined);
+  });
+
+  it('reports a 401 of a token, with the token', async () => {
+    const fetch = fakeFetch({ 'GET /api/users': [401, { error: 'authentication required' }] });
+    const seen = [];
+    const api = new MF.Api({ fetch, getToken: () => 'tok',
+      onUnauthorized: (token) => seen.push(token) });
+    await assert.rejects(api.get('/api/users'),
+      { name: 'ApiError', status: 401, message: 'authentication required' });
+    assert.deepEqual(seen, ['tok']);
+  });
+
+  it('does not report a 401 of Basic credentials', async () => {
+    const fetch = fakeFetch({ 'POST /api/tokens': [401, { error: 'nope' }] });
+    const seen = [];
+    const api = new MF.Api({ fetch, getToken: () => 'tok',
+      onUnauthorized: (token) => seen.push(token) });
+    await assert.rejects(api.post('/api/tokens', undefined, { basic: 'Basic x' }),
+      { status: 401 });
+    assert.equal(fetch.calls[0].headers.Authorization, 'Basic x');
+    assert.deepEqual(seen, []);
+  });
+
+  it('turns network failures and non-JSON errors into ApiErrors', async () => {
+    const api = new MF.Api({ fetch: fakeFetch({
+      'GET /a': new TypeError('Failed to fetch'),
+      'GET /b': () => [502, undefined],
+    }) });
+    await assert.rejects(api.get('/a'), { name: 'ApiError', status: 0 });
+    await assert.rejects(api.get('/b'), { name: 'ApiError', status: 502, message: '502' });
+  });
+});
+
+// --- Poller --------------------------------------------------------------------
+
+describe('Poller', () => {
+  beforeEach(() => mock.timers.enable({ apis: ['setTimeout'] }));
+  afterEach(() => mock.timers.reset());
+
+  it('starts the next run only after the previous one finished', async () => {
+    let runs = 0;
+    let finish = null;
+    const poller = new MF.Poller(() => {
+      runs += 1;
+      return new Promise((resolve) => { finish = resolve; });
+    }, { interval: 1000 });
+    poller.start();
+    assert.equal(runs, 1);
+    mock.timers.tick(5000);            // a slow request: nothing piles up
+    await settle();
+    assert.equal(runs, 1);
+    finish();
+    await settle();
+    mock.timers.tick(999);
+    assert.equal(runs, 1);
+    mock.timers.tick(1);
+    assert.equal(runs, 2);
+    poller.stop();
+    finish();
+    await settle();
+    mock.timers.tick(10000);
+    assert.equal(runs, 2);
+  });
+
+  it('slows down while failing, up to maxInterval, and recovers', async () => {
+    const outcomes = [false, false, false, false, true, true];
+    const delays = [];
+    const errors = [];
+    let successes = 0;
+    const poller = new MF.Poller(async () => {
+      if (!outcomes.shift()) {
+        throw new Error('down');
+      }
+    }, { interval: 1000, maxInterval: 5000,
+      onError: (error) => errors.push(error.message),
+      onSuccess: () => { successes += 1; } });
+    poller.start();
+    for (let i = 0; i < 5; i++) {
+      await settle();
+      delays.push(poller.delay());
+      mock.timers.tick(poller.delay());
+    }
+    poller.stop();
+    assert.deepEqual(delays, [2000, 4000, 5000, 5000, 1000]);
+    assert.equal(errors.length, 4);
+    assert.equal(successes, 1);
+  });
+});
+
+// --- Chat --------------------------------------------------------------------
+
+function makeChat(routes, options) {
+  const fetch = fakeFetch(routes);
+  const storage = memoryStorage();
+  const chat = new MF.Chat(Object.assign({ fetch, storage,
+    now: () => NOW * 1000 }, options));
+  return { chat, fetch, storage };
+}
+
+describe('Chat.login', () => {
+  it('registers, then gets a token with Basic auth, and keeps it', async () => {
+    const token = jwt({ user_id: 3, exp: NOW + HOUR });
+    const { chat, fetch, storage } = makeChat({
+      'POST /api/users': [201, user(3, 'zoë')],
+      'POST /api/tokens': [200, { token }],
+    });
+    await chat.login('zoë', 'pw');
+    assert.deepEqual(fetch.calls.map((c) => `${c.method} ${c.url}`),
+      ['POST /api/users', 'POST /api/tokens']);
+    assert.deepEqual(fetch.calls[0].body, { nickname: 'zoë', password: 'pw' });
+    assert.equal(fetch.calls[0].headers.Authorization, undefined);
+    assert.equal(fetch.calls[1].headers.Authorization, MF.basicAuthHeader('zoë', 'pw'));
+    assert.deepEqual(chat.session.toJSON(), { token, userId: 3, nickname: 'zoë' });
+    assert.deepEqual(JSON.parse(storage.getItem(MF.STORAGE_KEY)),
+      { token, nickname: 'zoë' });
+  });
+
+  it('logs an existing nickname in (register answers 400)', async () => {
+    const token = jwt({ user_id: 1, exp: NOW + HOUR });
+    const { chat } = makeChat({
+      'POST /api/users': [400, { error: 'nickname already exists' }],
+      'POST /api/tokens': [200, { token }],
+    });
+    await chat.login('susan', 'dog');
+    assert.equal(chat.session.get('userId'), 1);
+  });
+
+  it('says so when the password is wrong', async () => {
+    const { chat, storage } = makeChat({
+      'POST /api/users': [400, { error: 'nickname already exists' }],
+      'POST /api/tokens': [401, { error: 'authentication required' }],
+    });
+    await assert.rejects(chat.login('susan', 'cat'), /Wrong password/);
+    assert.equal(chat.session.isLoggedIn(), false);
+    assert.equal(storage.items.size, 0);
+  });
+
+  it('reports a service problem instead of a wrong password', async () => {
+    const { chat } = makeChat({
+      'POST /api/users': [503, { error: 'database unavailable' }],
+      'POST /api/tokens': [401, { error: 'authentication required' }],
+    });
+    await assert.rejects(chat.login('susan', 'dog'), /database unavailable/);
+  });
+
+  it('checks the form before asking the server', async () => {
+    const { chat, fetch } = makeChat({});
+    await assert.rejects(chat.login('', 'pw'), /Enter a nickname/);
+    await assert.rejects(chat.login('a:b', 'pw'), /cannot contain/);
+    assert.equal(fetch.calls.length, 0);
+  });
+});
+
+describe('Chat session', () => {
+  it('restores a kept token until it expires', () => {
+    const token = jwt({ user_id: 4, exp: NOW + 60 });
+    const { chat, storage } = makeChat({});
+    storage.setItem(MF.STORAGE_KEY, JSON.stringify({ token, nickname: 'x' }));
+    assert.equal(chat.restore(), true);
+    assert.equal(chat.session.get('userId'), 4);
+
+    const later = makeChat({}, { now: () => (NOW + 61) * 1000 });
+    later.storage.setItem(MF.STORAGE_KEY, JSON.stringify({ token, nickname: 'x' }));
+    assert.equal(later.chat.restore(), false);
+    assert.equal(later.storage.items.size, 0);
+  });
+
+  it('logs out on a 401, but not because of an old token', async () => {
+    const token = jwt({ user_id: 4, exp: NOW + 60 });
+    const { chat, storage } = makeChat({
+      'GET /api/users': [401, { error: 'authentication required' }],
+    });
+    chat.remember(token, 'x');
+    chat.forget('some-older-token');
+    assert.equal(chat.session.isLoggedIn(), true);
+    await assert.rejects(chat.refreshList('users', '/api/users', chat.users),
+      { status: 401 });
+    assert.equal(chat.session.isLoggedIn(), false);
+    assert.equal(storage.items.size, 0);
+  });
+
+  it('logout forgets the token, marks the user offline and revokes it', async () => {
+    const token = jwt({ user_id: 4, exp: NOW + 60 });
+    const { chat, fetch } = makeChat({
+      'DELETE /api/users/me': [204],
+      'DELETE /api/tokens': [204],
+    });
+    chat.remember(token, 'x');
+    const done = chat.logout();
+    assert.equal(chat.session.isLoggedIn(), false);
+    await done;
+    assert.deepEqual(fetch.calls.map((c) => `${c.method} ${c.url} ${c.headers.Authorization}`),
+      [`DELETE /api/users/me Bearer ${token}`, `DELETE /api/tokens Bearer ${token}`]);
+  });
+});
+
+describe('Chat.refresh', () => {
+  it('loads everything, then asks only for what changed', async () => {
+    const { chat, fetch } = makeChat({
+      'GET /api/users': [200, { users: [user(1, 'a', { updated_at: NOW + 5 })] }],
+      'GET /api/messages': [200, { messages: [message(1, 1), message(2, 1)] }],
+      [`GET /api/users?updated_since=${NOW + 4}`]: [200, { users: [] }],
+      [`GET /api/messages?updated_since=${NOW + 1}`]: [200, { messages: [
+        message(2, 1, { html: '<em>edited</em>', updated_at: NOW + 9 })] }],
+      [`GET /api/messages?updated_since=${NOW + 8}`]: [200, { messages: [] }],
+    });
+    await chat.refresh();
+    await chat.refresh();
+    await chat.refresh();
+    assert.deepEqual(fetch.calls.map((c) => c.url), [
+      '/api/users', '/api/messages',
+      `/api/users?updated_since=${NOW + 4}`, `/api/messages?updated_since=${NOW + 1}`,
+      `/api/users?updated_since=${NOW + 4}`, `/api/messages?updated_since=${NOW + 8}`,
+    ]);
+    assert.equal(chat.messages.get(2).get('html'), '<em>edited</em>');
+    assert.equal(chat.messages.length, 2);
+  });
+
+  it('fetches unknown authors once, without moving the users cursor', async () => {
+    const { chat, fetch } = makeChat({
+      'GET /api/users': [200, { users: [user(1, 'a')] }],
+      'GET /api/messages': [200, { messages: [message(1, 1), message(2, 2),
+        message(3, 2), message(4, 9)] }],
+      'GET /api/users/2': [200, user(2, 'b', { updated_at: NOW + 500 })],
+      'GET /api/users/9': [404, { error: 'not found' }],
+    });
+    await chat.refresh();
+    chat.fetchUnknownAuthors();        // still pending: not asked again
+    await settle();
+    assert.equal(chat.users.get(2).get('nickname'), 'b');
+    assert.equal(chat.missingUsers.has(9), true);
+    assert.equal(chat.cursors.users, NOW);
+    chat.fetchUnknownAuthors();        // known now, or known to be missing
+    await settle();
+    const single = fetch.calls.filter((c) => /\/api\/users\/\d/.test(c.url));
+    assert.deepEqual(single.map((c) => c.url), ['/api/users/2', '/api/users/9']);
+  });
+
+  it('waits for both lists before failing', async () => {
+    let finishMessages = null;
+    const { chat } = makeChat({});
+    chat.api.fetch = async (url) => {
+      if (url.startsWith('/api/messages')) {   // slow
+        await new Promise((resolve) => { finishMessages = resolve; });
+        return { ok: true, status: 200, text: async () => '{"messages": []}' };
+      }
+      return { ok: false, status: 503, statusText: '',
+        text: async () => '{"error": "down"}' };
+    };
+    let failed = false;
+    const refreshing = chat.refresh().catch(() => { failed = true; });
+    await settle();
+    assert.equal(failed, false);     // users failed, messages still running
+    finishMessages();
+    await refreshing;
+    assert.equal(failed, true);
+  });
+
+  it('applies pushed models like polled ones', () => {
+    const { chat } = makeChat({ 'GET /api/users/5': [200, user(5, 'e')] });
+    chat.applyUpdate('User', user(1, 'a'));
+    chat.applyUpdate('Message', message(1, 1));
+    chat.applyUpdate('Other', { id: 1 });
+    assert.equal(chat.users.length, 1);
+    assert.equal(chat.messages.length, 1);
+  });
+});
+
+describe('Chat.postMessage', () => {
+  it('adds the answer without undoing a newer polled version', async () => {
+    const { chat } = makeChat({
+      'POST /api/messages': [201, message(7, 1, { html: '' })],
+    });
+    const posted = await chat.postMessage('hello');
+    assert.equal(posted.id, 7);
+    assert.equal(chat.messages.get(7).get('source'), 'm7');
+    chat.messages.get(7).set('html', 'rendered');
+    await chat.postMessage('hello');
+    assert.equal(chat.messages.get(7).get('html'), 'rendered');
+  });
+});
+
+describe('PollingTransport', () => {
+  it('a 401 during a poll is a logout, not a connection problem', async () => {
+    const token = jwt({ user_id: 4, exp: NOW + 60 });
+    const { chat } = makeChat({
+      'GET /api/users': [401, { error: 'authentication required' }],
+      'GET /api/messages': [200, { messages: [] }],
+    });
+    chat.remember(token, 'x');
+    const transport = new MF.PollingTransport(chat);
+    await transport.poll();
+    assert.equal(chat.session.isLoggedIn(), false);
+  });
+
+  it('pings only while logged in', async () => {
+    const { chat, fetch } = makeChat({ 'PUT /api/users/me': [204] });
+    const transport = new MF.PollingTransport(chat);
+    await transport.ping();
+    assert.equal(fetch.calls.length, 0);
+    chat.remember(jwt({ user_id: 4, exp: NOW + 60 }), 'x');
+    await transport.ping();
+    assert.deepEqual(fetch.calls.map((c) => `${c.method} ${c.url}`), ['PUT /api/users/me']);
+  });
+});

@@ -1,0 +1,79 @@
+"""The app's wiring: migrations that match the models, configuration and
+the WSGI entry point."""
+import importlib
+import sys
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import downgrade, upgrade
+
+from app import create_app
+from config import Config, ProdConfig, TestConfig, engine_options
+from microflack_common.config import ConfigError
+from models import db
+
+
+def test_models_and_migrations_agree(app):
+    with app.app_context(), db.engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        assert context.get_current_revision() is not None
+        assert compare_metadata(context, db.metadata) == []
+
+
+def test_migrations_go_down_and_up_again(app, add_user):
+    add_user('susan')
+    with app.app_context():
+        downgrade(revision='base')
+        assert 'users' not in sa.inspect(db.engine).get_table_names()
+        upgrade()
+        assert 'users' in sa.inspect(db.engine).get_table_names()
+
+
+def test_engine_options():
+    mysql_options = {'pool_pre_ping': True, 'pool_recycle': 3600}
+    assert engine_options('mysql+pymysql://u:p@h/db') == mysql_options
+    assert engine_options('mariadb+pymysql://u:p@h/db') == mysql_options
+    assert engine_options('sqlite://') == {}
+
+
+def test_settings_defaults():
+    assert Config.USERS_OFFLINE_AFTER == 60
+    assert Config.USERS_SWEEP_INTERVAL == 5
+    assert Config.SERVICE_NAME == 'users'
+    if Config.DATABASE_URL is None:     # dev default: a file beside the code
+        assert Config.SQLALCHEMY_DATABASE_URI.startswith('sqlite:///')
+        assert Config.SQLALCHEMY_DATABASE_URI.endswith('/users.sqlite')
+
+
+def test_production_requires_a_database_url():
+    class Prod(ProdConfig):
+        SECRET_KEY = 'x'
+        JWT_SECRET_KEY = 'y' * 32
+        ETCD = 'http://127.0.0.1:2379'
+        DATABASE_URL = None
+    with pytest.raises(ConfigError, match='DATABASE_URL'):
+        create_app(Prod)
+
+
+def test_config_selected_by_flask_config(monkeypatch):
+    monkeypatch.setenv('FLASK_CONFIG', 'test')
+    app = create_app()
+    assert app.config['TESTING'] is True
+    assert app.config['SQLALCHEMY_DATABASE_URI'] == \
+        TestConfig.SQLALCHEMY_DATABASE_URI
+
+
+def test_wsgi_starts_the_sweep(monkeypatch):
+    monkeypatch.setenv('FLASK_CONFIG', 'test')
+    sys.modules.pop('wsgi', None)
+    wsgi = importlib.import_module('wsgi')
+    try:
+        assert wsgi.app.config['SERVICE_NAME'] == 'users'
+        assert wsgi.sweep.running
+        assert wsgi.sweep.app is wsgi.app
+    finally:
+        wsgi.sweep.stop()
+        sys.modules.pop('wsgi', None)
+    assert not wsgi.sweep.running
