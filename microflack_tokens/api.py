@@ -4,8 +4,12 @@ import logging
 import requests
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from microflack_common.auth import (current_claims, current_token,
-                                    token_auth, unauthorized)
+from microflack_common.auth import (
+    current_claims,
+    current_token,
+    token_auth,
+    unauthorized,
+)
 from microflack_common.etcd_client import EtcdError
 from microflack_common.service import platform
 from microflack_common.tokens import generate_token

@@ -77,8 +77,8 @@ def test_check_token(app, client):
 def test_check_expired_and_forged_tokens(app, client):
     expired = make_token(app, 7, expires_in=-10)
     assert client.get('/api/tokens', token=expired).status == 401
-    forged = jwt.encode({'user_id': 7, 'exp': time.time() + 60}, 'another-key-that-is-32-bytes-long',
-                        algorithm='HS256')
+    forged = jwt.encode({'user_id': 7, 'exp': time.time() + 60},
+                        'another-key-that-is-32-bytes-long', algorithm='HS256')
     assert client.get('/api/tokens', token=forged).status == 401
     unsigned = jwt.encode({'user_id': 7, 'exp': time.time() + 60}, None,
                           algorithm='none')

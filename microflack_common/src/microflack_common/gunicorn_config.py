@@ -39,9 +39,10 @@ def _service_config():
     service's own config module (the app itself loads in the workers)."""
     from flask import Config
 
+    import config as service_config  # the service folder's config.py
+
     from .config import select
     from .service import resolve_identity
-    import config as service_config    # the service folder's config.py
 
     config = Config(os.getcwd())
     config.from_object(select(service_config.config))
