@@ -12,7 +12,9 @@ ui = Blueprint('ui', __name__)
 
 # Everything the page loads comes from this origin (the load balancer); the
 # client configuration is a JSON data block, so no inline script is needed
-# and none would run, even if a message's HTML smuggled one in.
+# and none would run, even if a message's HTML smuggled one in. (eval is
+# refused too: browser tests using Playwright's wait_for_function need a
+# context made with bypass_csp=True.)
 CONTENT_SECURITY_POLICY = '; '.join([
     "default-src 'self'",
     "script-src 'self'",

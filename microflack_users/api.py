@@ -30,24 +30,21 @@ def nickname_field(data, required=True):
     nickname = string_field(data, 'nickname', required=required,
                             max_length=NICKNAME_LENGTH, strip=True)
     if nickname is not None:
-        # Lone surrogates (Cs) cannot be stored; control characters (Cc)
-        # only confuse readers; Basic auth cannot carry a ':' in a name.
-        check_characters('nickname', nickname, ('Cs', 'Cc'))
+        # Control characters (Cc) only confuse readers; Basic auth cannot
+        # carry a ':' in a name. (string_field refuses lone surrogates.)
+        check_characters('nickname', nickname, ('Cc',))
         if ':' in nickname:
             abort(400, 'nickname must not contain ":"')
     return nickname
 
 
 def password_field(data, required=True):
-    password = string_field(data, 'password', required=required)
-    if password is not None:
-        check_characters('password', password, ('Cs',))
-    return password
+    return string_field(data, 'password', required=required)
 
 
-def commit_nickname_change():
-    """Commit; a nickname someone else has (perhaps since a moment ago) is
-    the client's mistake, not a server error."""
+def commit_user_changes():
+    """Commit; a nickname that someone else has (perhaps since a moment
+    ago: the unique index decides) is the client's mistake, a 400."""
     try:
         db.session.commit()
     except IntegrityError:
@@ -88,7 +85,7 @@ def new_user():
     user = User(nickname=nickname)
     user.set_password(password)
     db.session.add(user)
-    commit_nickname_change()
+    commit_user_changes()
     body = user.to_dict()
     return body, 201, {'Location': body['_links']['self']}
 
@@ -127,7 +124,7 @@ def edit_user(user_id):
         user.nickname = nickname
     if password is not None:
         user.set_password(password)
-    commit_nickname_change()
+    commit_user_changes()
     return '', 204
 
 

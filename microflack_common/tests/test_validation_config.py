@@ -30,7 +30,8 @@ def client(app):
 @pytest.mark.parametrize('raw', ['not json', '[1, 2]', '"text"', '3', 'null',
                                  '{"name": 5}', '{"name": ""}',
                                  '{"name": "   "}', '{"name": "toolong"}',
-                                 '{}', '{"name": "ok", "note": 7}'])
+                                 '{}', '{"name": "ok", "note": 7}',
+                                 '{"name": "\\ud800"}'])
 def test_bad_bodies(client, raw):
     rv = client.post('/echo', raw=raw)
     assert rv.status == 400

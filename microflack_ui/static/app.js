@@ -54,6 +54,11 @@
  *     #post-button
  *   #post-error            shown when posting failed
  *   #connection-status     shown while the server cannot be reached
+ *   window.MicroFlack.app  {chat, transport, pinger} of the running page
+ *
+ * Browser tests: the page's Content-Security-Policy forbids eval, which
+ * Playwright's wait_for_function(<string>) relies on; give such tests a
+ * context made with bypass_csp=True (selectors and evaluate() work anyway).
  */
 (function (root, factory) {
   'use strict';

@@ -12,6 +12,7 @@ BUILD_HINT = 'static/vendor/ is missing or stale: run `npm ci && npm run build`'
 CONTENT_TYPES = {
     '.js': ('text/javascript', 'application/javascript'),
     '.css': ('text/css',),
+    '.svg': ('image/svg+xml',),
 }
 ANY_URL = re.compile(r'https?://', re.IGNORECASE)
 

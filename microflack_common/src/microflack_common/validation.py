@@ -24,6 +24,10 @@ def string_field(data, name, required=True, max_length=None,
     value = data[name]
     if not isinstance(value, str):
         abort(400, f'{name} must be a string')
+    try:
+        value.encode('utf-8')
+    except UnicodeEncodeError:      # lone surrogates: valid JSON, not text
+        abort(400, f'{name} is not valid text')
     if strip:
         value = value.strip()
     if not value:
