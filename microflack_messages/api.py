@@ -19,17 +19,15 @@ def source_from_request():
     """The ``source`` of the JSON body, checked (400 otherwise)."""
     source = string_field(json_object(), 'source',
                           max_length=current_app.config['MAX_MESSAGE_LENGTH'])
+    # Blank sources are refused, but a source is stored as it was written.
     if not source.strip():
         abort(400, 'source must not be empty')
-    try:
-        source.encode('utf-8')
-    except UnicodeEncodeError:      # lone surrogates (\ud800) in the JSON
-        abort(400, 'source must be valid unicode text')
     return source
 
 
-def get_message_or_404(id):
-    message = db.session.get(Message, id) if id <= MAX_ID else None
+def get_message_or_404(message_id):
+    message = db.session.get(Message, message_id) \
+        if message_id <= MAX_ID else None
     if message is None:
         abort(404)
     return message
@@ -38,6 +36,7 @@ def get_message_or_404(id):
 @messages.route('', methods=['POST'])
 @token_auth.login_required
 def new_message():
+    """Post a message: stored rendered, its links expanded afterwards."""
     source = source_from_request()
     message = Message(source=source, html=render(source),
                       user_id=current_user_id())
@@ -66,16 +65,18 @@ def get_messages():
                              for message in db.session.scalars(query)])
 
 
-@messages.route('/<int:id>', methods=['GET'])
+@messages.route('/<int:message_id>', methods=['GET'])
 @token_optional_auth.login_required
-def get_message(id):
-    return jsonify(get_message_or_404(id).to_dict())
+def get_message(message_id):
+    return jsonify(get_message_or_404(message_id).to_dict())
 
 
-@messages.route('/<int:id>', methods=['PUT'])
+@messages.route('/<int:message_id>', methods=['PUT'])
 @token_auth.login_required
-def edit_message(id):
-    message = get_message_or_404(id)
+def edit_message(message_id):
+    """Replace the source of one's own message; it is rendered again and
+    its links expanded again."""
+    message = get_message_or_404(message_id)
     if message.user_id != current_user_id():
         abort(403, 'you can only edit your own messages')
     source = source_from_request()

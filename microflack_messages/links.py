@@ -115,9 +115,9 @@ def resolve(host, port, allow_private=False):
 class Page:
     """What one request brought back."""
     status: int
-    location: str = None        # a redirect's target
-    body: bytes = None          # an HTML page's first bytes
-    charset: str = None
+    location: str | None = None     # a redirect's target
+    body: bytes | None = None       # an HTML page's first bytes
+    charset: str | None = None
 
 
 def _request_target(parts):
@@ -183,7 +183,7 @@ def _open(url, policy, deadline):
             pool.close()
             last_error = exc
             continue            # try the host's next address
-        except BaseException:
+        except Exception:
             pool.close()
             raise
         return pool, response

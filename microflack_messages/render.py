@@ -12,8 +12,13 @@ stripped, their text kept; ``<script>`` and ``<style>`` lose their content
 too), links may only point to http, https or mailto URLs, and every link
 gets ``rel="nofollow"``.
 """
+import logging
+
 import nh3
 from markdown_it import MarkdownIt
+
+# markdown-it logs every rule it tries at DEBUG, which the dev config shows.
+logging.getLogger('markdown_it').setLevel(logging.INFO)
 
 ALLOWED_TAGS = {'a', 'abbr', 'acronym', 'b', 'code', 'em', 'i', 'strong'}
 ALLOWED_ATTRIBUTES = {'a': {'href', 'title'}, 'abbr': {'title'},

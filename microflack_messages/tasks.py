@@ -15,7 +15,10 @@ Lifecycle, explicit:
 - ``wait_for_background(timeout)`` waits for every submitted task (tests).
 - ``shutdown(timeout)`` stops gracefully: no new tasks, queued ones are
   cancelled, running ones abandon the links they have not fetched yet and
-  store what they have; it waits up to ``timeout`` for them.
+  store what they have; it waits up to ``timeout`` for them. It runs from
+  gunicorn's ``worker_exit`` hook (microflack_common.gunicorn_config calls
+  the platform's shutdown callbacks): an atexit handler would come too
+  late, as the executor's own exit hook first runs the whole queue.
 """
 import logging
 import os
@@ -99,12 +102,22 @@ class BackgroundTasks:
         if executor is None:
             return True
         executor.shutdown(wait=False, cancel_futures=True)
-        return self.wait(timeout)
+        finished = self.wait(timeout)
+        if not finished:
+            logger.warning('link expansions still running after %s s; '
+                           'leaving them', timeout)
+        return finished
+
+
+# Within gunicorn's graceful timeout, with room for the rest of the exit.
+SHUTDOWN_TIMEOUT = 2
 
 
 def init_app(app):
     app.extensions[EXTENSION] = BackgroundTasks(
         app, workers=app.config['LINK_EXPANSION_WORKERS'])
+    app.extensions['microflack'].on_shutdown(
+        lambda: shutdown(timeout=SHUTDOWN_TIMEOUT, app=app))
 
 
 def background(app=None):

@@ -3,11 +3,9 @@
 Each worker process sweeps offline users on its own thread (several
 sweepers are harmless: a user already offline is left alone).
 """
-import atexit
-
 from app import create_app
 from tasks import OfflineSweep
 
 app = create_app()
 sweep = OfflineSweep(app).start()
-atexit.register(sweep.stop)
+app.extensions['microflack'].on_shutdown(sweep.stop)

@@ -115,3 +115,14 @@ def test_health(client):
     assert rv.json == {'status': 'ok', 'service': 'sample', 'version': 'test',
                        'instance': 'sample_vtest_' +
                        rv.json['instance'].split('_', 2)[2]}
+
+
+def test_shutdown_callbacks_all_run(app, caplog):
+    platform = app.extensions['microflack']
+    ran = []
+    platform.on_shutdown(lambda: ran.append('first'))
+    platform.on_shutdown(lambda: 1 / 0)
+    platform.on_shutdown(lambda: ran.append('last'))
+    platform.shutdown()
+    assert ran == ['first', 'last']
+    assert 'shutdown callback failed' in caplog.text

@@ -5,11 +5,13 @@ pushes, and real HTTP servers on 127.0.0.1 for the links to point at.
 TEST_DATABASE_URL picks the database (in-memory SQLite by default).
 """
 import ipaddress
+import socket
 
 import pytest
 import sqlalchemy as sa
 import urllib3.util.connection
 from flask_migrate import upgrade
+from webserver import WebServer
 
 import tasks
 from app import create_app
@@ -23,7 +25,6 @@ from microflack_common.testing import (
 )
 from microflack_common.utils import timestamp
 from models import Message, db
-from webserver import WebServer
 
 
 class SessionTestConfig(TestConfig):
@@ -50,7 +51,7 @@ def app():
 
 
 @pytest.fixture(autouse=True)
-def clean_state(app, loopback_only):
+def clean_state(app, network_guard):
     """Empty table, registry and recorded pushes; no task left running
     (waited for before the safety net below and any setting is undone)."""
     with app.app_context():
@@ -64,21 +65,54 @@ def clean_state(app, loopback_only):
     assert tasks.wait_for_background(10, app=app), 'a task did not finish'
 
 
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host.split('%')[0])
+    except ValueError:
+        return False
+    return True
+
+
 @pytest.fixture
-def loopback_only(monkeypatch):
-    """Safety net: any connection the link fetcher tries to open to an
-    address outside 127.0.0.0/8 or ::1 fails the test instead."""
-    real = urllib3.util.connection.create_connection
+def network_guard(monkeypatch):
+    """Safety net for every test: no DNS query leaves the machine (IP
+    literals and localhost resolve as usual, names put in the returned dict
+    resolve to the addresses given, any other name fails), and any
+    connection the link fetcher tries to open outside 127.0.0.0/8 and ::1
+    fails the test."""
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = urllib3.util.connection.create_connection
+    names = {}
     refused = []
 
-    def guarded(address, *args, **kwargs):
+    def getaddrinfo(host, port, *args, **kwargs):
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host in names:
+            return [(socket.AF_INET6, socket.SOCK_STREAM, 6, '',
+                     (address, port, 0, 0)) if ':' in address else
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, '', (address, port))
+                    for address in names[host]]
+        if host is None or host == 'localhost' or _is_ip(host):
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f'no DNS in tests: {host}')
+
+    def connect(address, *args, **kwargs):
         if not ipaddress.ip_address(address[0].strip('[]')).is_loopback:
             refused.append(address)
             raise AssertionError(f'a test tried to reach {address}')
-        return real(address, *args, **kwargs)
-    monkeypatch.setattr(urllib3.util.connection, 'create_connection', guarded)
-    yield
+        return real_connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, 'getaddrinfo', getaddrinfo)
+    monkeypatch.setattr(urllib3.util.connection, 'create_connection', connect)
+    yield names
     assert refused == []
+
+
+@pytest.fixture
+def dns(network_guard):
+    """``dns[name] = [addresses]``: what a made-up name resolves to."""
+    return network_guard
 
 
 @pytest.fixture

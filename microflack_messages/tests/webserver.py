@@ -5,12 +5,16 @@ the answer (see :func:`page`, :func:`redirect`, ...); every request is
 recorded with its headers in ``server.requests``.
 """
 import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class WebServer:
-    def __init__(self):
+    """``tls=(certfile, keyfile)`` makes it an HTTPS server."""
+
+    def __init__(self, tls=None):
         self.routes = {}
         self.requests = []
         # Slow routes hold their answer until this is set (or 10 s pass).
@@ -33,7 +37,15 @@ class WebServer:
 
         self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.httpd.daemon_threads = True
+        self.scheme = 'http'
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket,
+                                                    server_side=True)
+            self.scheme = 'https'
         self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={'poll_interval': 0.05},
                                        daemon=True)
         self.thread.start()
 
@@ -41,8 +53,8 @@ class WebServer:
     def port(self):
         return self.httpd.server_address[1]
 
-    def url(self, path):
-        return f'http://127.0.0.1:{self.port}{path}'
+    def url(self, path, host='127.0.0.1'):
+        return f'{self.scheme}://{host}:{self.port}{path}'
 
     def hits(self, path):
         return sum(1 for requested, _ in self.requests
@@ -124,3 +136,16 @@ def unused_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+def self_signed_certificate(directory, names):
+    """A certificate (its own CA) for ``names`` (``DNS:x`` or ``IP:x``)
+    made with the openssl command; returns (certfile, keyfile)."""
+    certfile, keyfile = directory / 'cert.pem', directory / 'key.pem'
+    subprocess.run(
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+         '-keyout', str(keyfile), '-out', str(certfile), '-days', '2',
+         '-subj', '/CN=MicroFlack test', '-addext',
+         'subjectAltName=' + ','.join(names)],
+        check=True, capture_output=True)
+    return str(certfile), str(keyfile)

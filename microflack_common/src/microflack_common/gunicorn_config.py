@@ -82,6 +82,14 @@ def _deregister_before_stopping(server, signum):
     signal.signal(signum, handler)
 
 
+def worker_exit(server, worker):
+    """A worker stops: let the app end its background work."""
+    app = getattr(worker, 'wsgi', None)
+    platform = getattr(app, 'extensions', {}).get('microflack')
+    if platform is not None:
+        platform.shutdown()
+
+
 def on_exit(server):
     if _registration is not None:
         _registration.stop()

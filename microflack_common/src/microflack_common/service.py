@@ -28,10 +28,25 @@ class Platform:
         self.http = http
         self.pusher = pusher
         self.token_callbacks = []   # called with the claims of each token
+        self.shutdown_callbacks = []
 
     def on_token_verified(self, callback):
         self.token_callbacks.append(callback)
         return callback
+
+    def on_shutdown(self, callback):
+        """Run ``callback()`` when the serving process stops (gunicorn's
+        worker_exit): stop background threads, finish queued work."""
+        self.shutdown_callbacks.append(callback)
+        return callback
+
+    def shutdown(self):
+        for callback in self.shutdown_callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - the others must still run
+                logging.getLogger(__name__).exception('shutdown callback '
+                                                      'failed')
 
 
 def platform():

@@ -1,0 +1,99 @@
+"""The app's wiring: schema from the migrations, settings, entry points."""
+import importlib
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask_migrate import downgrade, upgrade
+
+import app as app_module
+import config
+import tasks
+from models import db
+
+
+def test_models_match_migrations(app):
+    with app.app_context(), db.engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={'compare_type': True})
+        assert compare_metadata(context, db.metadata) == []
+
+
+def test_database_is_at_the_latest_migration(app):
+    script = ScriptDirectory(app_module.MIGRATIONS)
+    with app.app_context(), db.engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    assert current == script.get_current_head()
+
+
+def test_migrations_downgrade_and_upgrade(app):
+    with app.app_context():
+        downgrade(revision='base')
+        assert 'messages' not in sa.inspect(db.engine).get_table_names()
+        upgrade()
+        inspector = sa.inspect(db.engine)
+        assert 'messages' in inspector.get_table_names()
+        indexed = {tuple(index['column_names'])
+                   for index in inspector.get_indexes('messages')}
+        assert {('user_id',), ('updated_at',)} <= indexed
+
+
+def test_settings(app):
+    assert app.config['SERVICE_NAME'] == 'messages'
+    assert app.config['SERVICE_URL'] == '/api/messages'
+    assert app.config['VERSION'] == '1.0.0'
+    for name, value in {
+            'MAX_MESSAGE_LENGTH': 10000, 'LINK_CONNECT_TIMEOUT': 3,
+            'LINK_READ_TIMEOUT': 5, 'LINK_MAX_BYTES': 524288,
+            'LINK_MAX_PER_MESSAGE': 5, 'LINK_EXPANSION_WORKERS': 4}.items():
+        assert app.config[name] == value, name
+    assert config.Config.ALLOW_PRIVATE_LINKS is False
+
+
+def test_database_urls():
+    assert config.DevConfig.SQLALCHEMY_DATABASE_URI.startswith('sqlite:///')
+    assert config.DevConfig.SQLALCHEMY_DATABASE_URI.endswith(
+        'microflack_messages/messages.sqlite')
+    assert config.engine_options('mysql+pymysql://u:p@127.0.0.1/db') == {
+        'pool_pre_ping': True, 'pool_recycle': 3600}
+    assert config.engine_options('sqlite://') == {}
+    assert 'DATABASE_URL' in config.ProdConfig.REQUIRED_SETTINGS
+
+
+def test_settings_from_the_environment():
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv('MAX_MESSAGE_LENGTH', '20')
+            env.setenv('LINK_READ_TIMEOUT', '0.5')
+            env.setenv('ALLOW_PRIVATE_LINKS', 'true')
+            env.setenv('DATABASE_URL', 'mysql+pymysql://u:p@127.0.0.1/x')
+            reloaded = importlib.reload(config)
+        assert reloaded.Config.MAX_MESSAGE_LENGTH == 20
+        assert reloaded.Config.LINK_READ_TIMEOUT == 0.5
+        assert reloaded.DevConfig.ALLOW_PRIVATE_LINKS is True
+        assert reloaded.TestConfig.ALLOW_PRIVATE_LINKS is False
+        assert reloaded.ProdConfig.SQLALCHEMY_DATABASE_URI == \
+            'mysql+pymysql://u:p@127.0.0.1/x'
+        assert reloaded.ProdConfig.SQLALCHEMY_ENGINE_OPTIONS['pool_pre_ping']
+    finally:
+        importlib.reload(config)
+
+
+def test_background_runner_attached(app):
+    runner = tasks.background(app)
+    assert isinstance(runner, tasks.BackgroundTasks)
+    assert runner.workers == 4
+    assert not runner.stopping.is_set()
+
+
+def test_gunicorn_worker_exit_shuts_down_the_runner(app):
+    other = app_module.create_app(config.TestConfig)
+    from microflack_common import gunicorn_config
+
+    class Worker:
+        wsgi = other
+    gunicorn_config.worker_exit(None, Worker())
+    assert tasks.background(other).stopping.is_set()
+    assert not tasks.background(app).stopping.is_set()

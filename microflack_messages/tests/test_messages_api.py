@@ -1,0 +1,208 @@
+"""The /api/messages endpoints: statuses, headers and JSON shapes."""
+import pytest
+
+from models import Message
+
+DAY = 24 * 60 * 60
+MESSAGE_KEYS = {'id', 'created_at', 'updated_at', 'source', 'html', 'user_id',
+                '_links'}
+
+
+def test_post_message(client, token, rows, now):
+    rv = client.post('/api/messages', {'source': 'hello *world*!'},
+                     token=token(7))
+    assert rv.status == 201
+    message = rv.json
+    assert set(message) == MESSAGE_KEYS
+    assert rv.headers['Location'] == f"/api/messages/{message['id']}"
+    assert message['source'] == 'hello *world*!'
+    assert message['html'] == 'hello <em>world</em>!'
+    assert message['user_id'] == 7
+    assert message['_links'] == {'self': f"/api/messages/{message['id']}",
+                                 'user': '/api/users/7'}
+    assert isinstance(message['created_at'], int)
+    assert now <= message['created_at'] <= now + 2
+    assert message['updated_at'] == message['created_at']
+    [row] = rows()
+    assert row['source'] == 'hello *world*!'
+    assert row['html'] == 'hello <em>world</em>!'
+
+
+def test_post_keeps_unicode_and_markup_source(client, token):
+    source = 'zoë 🙂 <b>bold</b> `x < y`'
+    rv = client.post('/api/messages', {'source': source}, token=token())
+    assert rv.status == 201
+    assert rv.json['source'] == source
+    assert rv.json['html'] == 'zoë 🙂 <b>bold</b> <code>x &lt; y</code>'
+    assert client.get(rv.headers['Location']).json['source'] == source
+
+
+def test_post_message_at_the_length_limit(app, client, token):
+    limit = app.config['MAX_MESSAGE_LENGTH']
+    assert limit == 10000
+    rv = client.post('/api/messages', {'source': 'é' * limit}, token=token())
+    assert rv.status == 201
+    assert len(rv.json['source']) == limit
+
+
+def test_post_requires_a_token(client, rows):
+    rv = client.post('/api/messages', {'source': 'hi'})
+    assert rv.status == 401
+    assert rv.headers['WWW-Authenticate'] == \
+        'Bearer realm="Authentication Required"'
+    assert rv.json == {'error': 'authentication required'}
+    assert rows() == []
+
+
+def test_get_messages_anonymous_and_with_token(client, token, add_message):
+    first = add_message('one')
+    rv = client.get('/api/messages')
+    assert rv.status == 200
+    assert [m['id'] for m in rv.json['messages']] == [first]
+    assert set(rv.json) == {'messages'}
+    assert set(rv.json['messages'][0]) == MESSAGE_KEYS
+    rv = client.get('/api/messages', token=token(3))
+    assert rv.status == 200
+    assert len(rv.json['messages']) == 1
+
+
+def test_get_messages_empty(client):
+    rv = client.get('/api/messages')
+    assert rv.status == 200
+    assert rv.json == {'messages': []}
+
+
+def test_messages_ordered_by_updated_at_then_id(client, add_message, now):
+    c = add_message('c', created_at=now - 50, updated_at=now - 10)
+    a = add_message('a', created_at=now - 50, updated_at=now - 30)
+    b1 = add_message('b1', created_at=now - 50, updated_at=now - 20)
+    b2 = add_message('b2', created_at=now - 50, updated_at=now - 20)
+    rv = client.get('/api/messages')
+    assert [m['id'] for m in rv.json['messages']] == [a, b1, b2, c]
+
+
+def test_updated_since_is_inclusive(client, add_message, now):
+    add_message('old', created_at=now - 100, updated_at=now - 100)
+    edge = add_message('edge', created_at=now - 100, updated_at=now - 50)
+    new = add_message('new', created_at=now - 100, updated_at=now - 10)
+    rv = client.get(f'/api/messages?updated_since={now - 50}')
+    assert [m['id'] for m in rv.json['messages']] == [edge, new]
+    rv = client.get(f'/api/messages?updated_since={now + 60}')
+    assert rv.json['messages'] == []
+
+
+def test_never_older_than_a_day(client, add_message, now):
+    add_message('too old', created_at=now - DAY - 100,
+                updated_at=now - DAY - 5)
+    recent = add_message('recent', created_at=now - DAY - 100,
+                         updated_at=now - DAY + 5)
+    for query in ('', '?updated_since=0', '?updated_since=-5',
+                  f'?updated_since={now - 10 * DAY}', '?updated_since='):
+        rv = client.get('/api/messages' + query)
+        assert rv.status == 200, query
+        assert [m['id'] for m in rv.json['messages']] == [recent], query
+
+
+def test_get_message(client, add_message):
+    message_id = add_message('one *two*', html='one <em>two</em>', user_id=4)
+    rv = client.get(f'/api/messages/{message_id}')
+    assert rv.status == 200
+    assert rv.json['id'] == message_id
+    assert rv.json['source'] == 'one *two*'
+    assert rv.json['html'] == 'one <em>two</em>'
+    assert rv.json['_links']['user'] == '/api/users/4'
+
+
+@pytest.mark.parametrize('path', [
+    '/api/messages/12345', '/api/messages/0', '/api/messages/-1',
+    '/api/messages/abc', '/api/messages/1.5',
+    '/api/messages/99999999999999999999999999', '/api/messages/2147483648',
+])
+def test_get_unknown_message(client, add_message, path):
+    add_message()
+    rv = client.get(path)
+    assert rv.status == 404
+    assert rv.json == {'error': 'not found'}
+
+
+def test_edit_own_message(client, token, add_message, rows, now):
+    message_id = add_message('before', user_id=5, created_at=now - 100,
+                             updated_at=now - 100)
+    rv = client.put(f'/api/messages/{message_id}',
+                    {'source': 'after *edit*'}, token=token(5))
+    assert rv.status == 204
+    assert rv.data == b''
+    [row] = rows()
+    assert row['source'] == 'after *edit*'
+    assert row['html'] == 'after <em>edit</em>'
+    assert row['created_at'] == now - 100
+    assert now <= row['updated_at'] <= now + 2
+    rv = client.get(f'/api/messages/{message_id}')
+    assert rv.json['html'] == 'after <em>edit</em>'
+
+
+def test_edited_message_moves_to_the_end(client, token, add_message, now):
+    first = add_message('first', created_at=now - 100, updated_at=now - 100)
+    second = add_message('second', created_at=now - 50, updated_at=now - 50)
+    client.put(f'/api/messages/{first}', {'source': 'first, edited'},
+               token=token(1))
+    rv = client.get('/api/messages')
+    assert [m['id'] for m in rv.json['messages']] == [second, first]
+    rv = client.get(f'/api/messages?updated_since={now - 10}')
+    assert [m['id'] for m in rv.json['messages']] == [first]
+
+
+def test_edit_someone_elses_message(client, token, add_message, rows, pusher):
+    message_id = add_message('mine', user_id=5)
+    before = rows()
+    rv = client.put(f'/api/messages/{message_id}', {'source': 'yours'},
+                    token=token(6))
+    assert rv.status == 403
+    assert rv.json['error']
+    assert rows() == before
+    assert pusher.pushes == []
+
+
+def test_edit_unknown_message(client, token):
+    for path in ('/api/messages/999', '/api/messages/abc',
+                 '/api/messages/99999999999999999999'):
+        rv = client.put(path, {'source': 'x'}, token=token())
+        assert rv.status == 404, path
+        assert rv.json == {'error': 'not found'}
+
+
+def test_edit_requires_a_token(client, add_message, rows):
+    message_id = add_message('mine')
+    before = rows()
+    rv = client.put(f'/api/messages/{message_id}', {'source': 'x'})
+    assert rv.status == 401
+    assert rv.headers['WWW-Authenticate'] == \
+        'Bearer realm="Authentication Required"'
+    assert rows() == before
+
+
+def test_methods_not_allowed(client, token, add_message):
+    message_id = add_message()
+    rv = client.delete(f'/api/messages/{message_id}', token=token())
+    assert rv.status == 405
+    assert rv.json['error']
+    assert client.put('/api/messages', {'source': 'x'},
+                      token=token()).status == 405
+    assert client.post(f'/api/messages/{message_id}', {'source': 'x'},
+                       token=token()).status == 405
+
+
+def test_to_dict_outside_a_request():
+    message = Message(id=3, created_at=10, updated_at=20, source='s',
+                      html='h', user_id=9)
+    assert message.to_dict() == {
+        'id': 3, 'created_at': 10, 'updated_at': 20, 'source': 's',
+        'html': 'h', 'user_id': 9,
+        '_links': {'self': '/api/messages/3', 'user': '/api/users/9'},
+    }
+
+
+def test_health(client):
+    rv = client.get('/health')
+    assert rv.status == 200
+    assert rv.json['service'] == 'messages'

@@ -1,0 +1,86 @@
+"""Markdown rendering and sanitising (render.py), and its use by the API."""
+import pytest
+
+from render import render
+
+
+@pytest.mark.parametrize('source,html', [
+    ('hello *world*!', 'hello <em>world</em>!'),
+    ('**strong** _em_ `code`',
+     '<strong>strong</strong> <em>em</em> <code>code</code>'),
+    ('<b>b</b> <i>i</i> <abbr title="t">a</abbr> <acronym>ac</acronym>',
+     '<b>b</b> <i>i</i> <abbr title="t">a</abbr> <acronym>ac</acronym>'),
+    # other tags are stripped, their text kept
+    ('# Title', 'Title'),
+    ('<div>in a <span>div</span></div>', 'in a div'),
+    ('> quoted', 'quoted'),
+    ('- one\n- two', 'one\ntwo'),
+    ('a\n\nb', 'a\nb'),
+    ('<img src="x.png" onerror="alert(1)">pic', 'pic'),
+    ('<iframe src="http://example.com"></iframe>after', 'after'),
+    # script and style go with their content
+    ('<script>alert(1)</script>safe', 'safe'),
+    ('before<style>body { display: none }</style>after', 'beforeafter'),
+    ('<SCRIPT SRC="http://example.com/x.js"></SCRIPT>ok', 'ok'),
+    # text is escaped, attributes are filtered
+    ('1 < 2 & 3 > 2', '1 &lt; 2 &amp; 3 &gt; 2'),
+    ('<b onclick="alert(1)" style="color: red">x</b>', '<b>x</b>'),
+    ('<!-- secret -->visible', 'visible'),
+])
+def test_render(source, html):
+    assert render(source) == html
+
+
+def test_bare_urls_are_linkified_with_nofollow():
+    assert render('see http://example.com/a?b=1&c=2 now') == (
+        'see <a href="http://example.com/a?b=1&amp;c=2" rel="nofollow">'
+        'http://example.com/a?b=1&amp;c=2</a> now')
+    assert render('www.example.com') == (
+        '<a href="http://www.example.com" rel="nofollow">www.example.com</a>')
+    assert render('https://example.com.') == (
+        '<a href="https://example.com" rel="nofollow">https://example.com'
+        '</a>.')
+
+
+def test_links_get_nofollow_whatever_they_say():
+    assert render('[x](http://example.com "the title")') == (
+        '<a href="http://example.com" title="the title" rel="nofollow">x</a>')
+    assert render('<a href="http://example.com" rel="follow" '
+                  'target="_blank" onclick="x()">y</a>') == (
+        '<a href="http://example.com" rel="nofollow">y</a>')
+
+
+@pytest.mark.parametrize('source', [
+    '<a href="javascript:alert(1)">x</a>',
+    '<a href="JaVaScRiPt:alert(1)">x</a>',
+    '<a href=" javascript:alert(1)">x</a>',
+    '<a href="jav&#x09;ascript:alert(1)">x</a>',
+    '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+    '<a href="vbscript:msgbox(1)">x</a>',
+    '<a href="ftp://example.com/file">x</a>',
+    '<a href="/relative/path">x</a>',
+    '<a href="//example.com/protocol-relative">x</a>',
+])
+def test_only_http_https_mailto_hrefs_survive(source):
+    assert render(source) == '<a rel="nofollow">x</a>'
+
+
+def test_markdown_javascript_links_are_not_links():
+    html = render('[click](javascript:alert(1))')
+    assert 'href' not in html
+    assert '<a' not in html
+
+
+def test_mailto_links_survive():
+    assert render('[mail](mailto:susan@example.com)') == (
+        '<a href="mailto:susan@example.com" rel="nofollow">mail</a>')
+
+
+def test_html_is_rendered_when_posting(client, token):
+    source = '# hi <script>alert(1)</script>\n\nvisit http://example.com'
+    rv = client.post('/api/messages', {'source': source}, token=token())
+    assert rv.status == 201
+    assert rv.json['html'] == render(source) == (
+        'hi \n'
+        'visit <a href="http://example.com" rel="nofollow">'
+        'http://example.com</a>')
