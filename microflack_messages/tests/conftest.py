@@ -10,7 +10,6 @@ import socket
 import pytest
 import sqlalchemy as sa
 import urllib3.util.connection
-from flask_migrate import upgrade
 from webserver import WebServer
 
 import tasks
@@ -21,7 +20,10 @@ from microflack_common.testing import (
     FakeEtcd,
     FakeServiceClient,
     RecordingPusher,
+    empty_tables,
     make_token,
+    migrate_test_database,
+    reset_fakes,
 )
 from microflack_common.utils import timestamp
 from models import Message, db
@@ -38,12 +40,7 @@ def app():
     app = create_app(SessionTestConfig, etcd=FakeEtcd(),
                      http=FakeServiceClient(), pusher=RecordingPusher())
     with app.app_context():
-        # A test database that persists may hold an earlier run's tables:
-        # drop them all so that the schema really comes from the migrations.
-        leftovers = sa.MetaData()
-        leftovers.reflect(bind=db.engine)
-        leftovers.drop_all(bind=db.engine)
-        upgrade()
+        migrate_test_database(db)
     yield app
     tasks.shutdown(app=app)
     with app.app_context():
@@ -55,12 +52,8 @@ def clean_state(app, network_guard):
     """Empty table, registry and recorded pushes; no task left running
     (waited for before the safety net below and any setting is undone)."""
     with app.app_context():
-        db.session.execute(sa.delete(Message))
-        db.session.commit()
-    platform = app.extensions['microflack']
-    platform.etcd.keys.clear()
-    platform.etcd.down = False
-    platform.pusher.pushes.clear()
+        empty_tables(db)
+    reset_fakes(app)
     yield
     assert tasks.wait_for_background(10, app=app), 'a task did not finish'
 

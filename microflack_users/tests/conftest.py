@@ -8,7 +8,6 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from flask_migrate import upgrade
 
 import models
 import tasks
@@ -19,7 +18,10 @@ from microflack_common.testing import (
     FakeEtcd,
     FakeServiceClient,
     RecordingPusher,
+    empty_tables,
     make_token,
+    migrate_test_database,
+    reset_fakes,
 )
 from microflack_common.utils import timestamp
 from models import User, db
@@ -36,12 +38,7 @@ def app():
     app = create_app(SessionTestConfig, etcd=FakeEtcd(),
                      http=FakeServiceClient(), pusher=RecordingPusher())
     with app.app_context():
-        # A test database that persists may hold an earlier run's tables:
-        # drop them all so that the schema really comes from the migrations.
-        leftovers = sa.MetaData()
-        leftovers.reflect(bind=db.engine)
-        leftovers.drop_all(bind=db.engine)
-        upgrade()
+        migrate_test_database(db)
     yield app
     with app.app_context():
         db.engine.dispose()
@@ -51,14 +48,8 @@ def app():
 def clean_state(app):
     """Empty tables (alembic_version stays), registry and recorded pushes."""
     with app.app_context():
-        for table in reversed(db.metadata.sorted_tables):
-            db.session.execute(table.delete())
-        db.session.commit()
-    platform = app.extensions['microflack']
-    platform.etcd.keys.clear()
-    platform.etcd.calls.clear()
-    platform.etcd.down = False
-    platform.pusher.pushes.clear()
+        empty_tables(db)
+    reset_fakes(app)
 
 
 @pytest.fixture

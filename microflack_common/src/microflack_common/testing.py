@@ -7,6 +7,9 @@
 - :class:`FakeServiceClient`: records inter-service calls and answers them
   from canned handlers (unit tests only).
 - :class:`RecordingPusher`: collects ``updated_model`` pushes.
+- :func:`migrate_test_database`, :func:`empty_tables`, :func:`reset_fakes`:
+  a test database whose schema comes from the service's migrations, and a
+  clean state between tests.
 """
 import base64
 import json
@@ -162,6 +165,11 @@ class FakeEtcd:
             del keys[k]
         return bool(doomed)
 
+    def reset(self):
+        self.keys.clear()
+        self.calls.clear()
+        self.down = False
+
     def ttl(self, key):
         """Seconds left on a key (None without TTL); for assertions."""
         value = self._live().get('/' + key.strip('/'))
@@ -228,3 +236,32 @@ class RecordingPusher:
 
     def flush(self, timeout=5.0):
         return True
+
+
+def migrate_test_database(db):
+    """Give the (app context's) test database exactly the schema of the
+    service's migrations: a database kept from an earlier run may hold old
+    tables, so everything is dropped first."""
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    leftovers = sa.MetaData()
+    leftovers.reflect(bind=db.engine)
+    leftovers.drop_all(bind=db.engine)
+    upgrade()
+
+
+def empty_tables(db):
+    """Delete every row of the models' tables (alembic_version stays)."""
+    for table in reversed(db.metadata.sorted_tables):
+        db.session.execute(table.delete())
+    db.session.commit()
+
+
+def reset_fakes(app):
+    """Forget what the app's fake registry and pusher hold."""
+    platform = app.extensions['microflack']
+    if isinstance(platform.etcd, FakeEtcd):
+        platform.etcd.reset()
+    if isinstance(platform.pusher, RecordingPusher):
+        platform.pusher.pushes.clear()
