@@ -1,15 +1,38 @@
-"""The socketio service: relays the browsers' Socket.IO events to the
-users and messages APIs and fans out model pushes (events come with the
-real-time issue; for now the app only answers its health check)."""
+"""The socketio service: relays the browsers' Socket.IO events to the users
+and messages APIs, and broadcasts the model pushes that come through Redis.
+No HTTP endpoints of its own besides the shared GET /health."""
 from flask import Flask
+from flask_socketio import SocketIO
 
 from config import config
+from events import CONNECTIONS, Connections, register_handlers
 from microflack_common import config as common_config
+from microflack_common.events import CHANNEL, redis_url
 from microflack_common.service import init_service
+
+
+def socketio_options(config):
+    """Flask-SocketIO's settings from the app's config."""
+    options = {
+        'async_mode': config['SOCKETIO_ASYNC_MODE'],
+        'path': config['SERVICE_URL'],
+        'cors_allowed_origins': config['CORS_ALLOWED_ORIGINS'],
+    }
+    if config.get('REDIS'):
+        # The channel users and messages publish `updated_model` on.
+        options['message_queue'] = redis_url(config['REDIS'])
+        options['channel'] = CHANNEL
+    return options
 
 
 def create_app(config_class=None, **platform_parts):
     app = Flask(__name__)
     app.config.from_object(config_class or common_config.select(config))
     init_service(app, **platform_parts)
+    # One Socket.IO server per app (tests run several side by side); it
+    # wraps app.wsgi_app, so gunicorn serves the Flask app itself.
+    socketio = SocketIO(app, **socketio_options(app.config))
+    register_handlers(socketio)
+    app.extensions[CONNECTIONS] = Connections(
+        socketio, app.config['SOCKETIO_CLOSE_TIMEOUT'])
     return app

@@ -1,4 +1,19 @@
-"""The WSGI entry point gunicorn serves: ``gunicorn wsgi:app``."""
-from app import create_app
+"""The WSGI entry point gunicorn serves, one eventlet worker per instance::
+
+    gunicorn -c python:microflack_common.gunicorn_config -k eventlet -w 1 \
+        wsgi:app
+
+eventlet patches the standard library first of all, before anything
+imports socket, threading or requests: the relays to the other services
+(requests) and the Redis listener then yield to the eventlet hub instead of
+blocking every client of the worker.
+"""
+import eventlet
+
+eventlet.monkey_patch()
+
+from app import create_app  # noqa: E402
+from events import close_connections_on_sigterm  # noqa: E402
 
 app = create_app()
+close_connections_on_sigterm(app)

@@ -75,3 +75,30 @@ pip_from_wheelhouse() {
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     --no-index --find-links "$WHEELHOUSE" "$@"
 }
+
+# random_secret: 40 letters and digits from the kernel's CSPRNG.
+random_secret() {
+  local secret=""
+  while [ ${#secret} -lt 40 ]; do
+    secret+="$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+  done
+  printf '%s\n' "${secret:0:40}"
+}
+
+# secrets_dir: the folder for secret files, only its owner may enter.
+secrets_dir() {
+  local dir="$MF_HOME/secrets"
+  (umask 077 && mkdir -p "$dir")
+  chmod 700 "$dir"
+  printf '%s\n' "$dir"
+}
+
+# add_secret FILE NAME: append NAME=<random> to FILE unless NAME is there;
+# existing secrets are never regenerated.
+add_secret() {
+  local file="$1" name="$2"
+  (umask 077 && touch "$file")
+  chmod 600 "$file"
+  grep -q "^$name=" "$file" && return 0
+  printf '%s=%s\n' "$name" "$(random_secret)" >> "$file"
+}

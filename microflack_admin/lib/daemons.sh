@@ -45,7 +45,91 @@ ensure_redis() {
   mkdir -p "$MF_HOME/redis"
   redis-server --daemonize yes --bind "$host" --port "$port" \
     --save '' --appendonly no --dir "$MF_HOME/redis" \
-    --logfile "$MF_HOME/redis/redis.log"
+    --logfile "$MF_HOME/redis/redis.log" --pidfile "$MF_HOME/redis/redis.pid"
   wait_until 15 redis-cli -h "$host" -p "$port" ping ||
     die "Redis did not start (see $MF_HOME/redis/redis.log)"
+}
+
+etcd_v2_answers() { curl -fsS --max-time 2 "$1/v2/keys/" >/dev/null 2>&1; }
+
+# ensure_etcd: an etcd with the v2 API at $ETCD; starts a single-node one
+# on 127.0.0.1:$ETCD_PORT with its data in $MF_HOME/etcd if none answers.
+ensure_etcd() {
+  need_cmd curl
+  if etcd_v2_answers "$ETCD"; then
+    return 0
+  fi
+  if curl -fsS --max-time 2 "$ETCD/version" >/dev/null 2>&1; then
+    die "the etcd at $ETCD does not serve the v2 API: restart it with --enable-v2=true"
+  fi
+  case "$ETCD" in
+    "http://127.0.0.1:$ETCD_PORT") ;;
+    *) die "no etcd answers at ETCD=$ETCD (only a local one on 127.0.0.1:\$ETCD_PORT is started by these scripts)" ;;
+  esac
+  [ -x /usr/bin/etcd ] || need_cmd etcd
+  local peer_port=$((ETCD_PORT + 1)) binary
+  binary="$(command -v etcd || echo /usr/bin/etcd)"
+  log "starting etcd on 127.0.0.1:$ETCD_PORT"
+  mkdir -p "$MF_HOME/etcd" "$MF_HOME/logs" "$MF_HOME/run"
+  setsid "$binary" --name microflack --enable-v2=true \
+    --data-dir "$MF_HOME/etcd/data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "microflack=http://127.0.0.1:$peer_port" \
+    < /dev/null >> "$MF_HOME/logs/etcd.log" 2>&1 &
+  echo $! > "$MF_HOME/run/etcd.pid"
+  wait_until 20 etcd_v2_answers "$ETCD" ||
+    die "etcd did not start (see $MF_HOME/logs/etcd.log)"
+}
+
+# stop_pidfile FILE [SECONDS]: TERM the process, KILL it if it lingers.
+stop_pidfile() {
+  local file="$1" pid
+  [ -f "$file" ] || return 0
+  pid="$(cat "$file")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait_until "${2:-10}" bash -c "! kill -0 $pid" ||
+      kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+}
+
+stop_etcd() { stop_pidfile "$MF_HOME/run/etcd.pid"; }
+
+logs_answer() {
+  curl -sS --max-time 2 -o /dev/null -w '%{http_code}' \
+    "http://$MICROFLACK_IP:$LOGS_PORT/logs?follow=0&lines=0" 2>/dev/null |
+    grep -q 401
+}
+
+# ensure_log_server: the consolidated log over HTTP on $LOGS_PORT.
+ensure_log_server() {
+  local pidfile="$MF_HOME/run/log_server.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    return 0
+  fi
+  if [ -z "${LOGS_USER:-}" ] || [ -z "${LOGS_PASSWORD:-}" ]; then
+    die "LOGS_USER and LOGS_PASSWORD are not set: run install/make-secrets.sh"
+  fi
+  mkdir -p "$MF_HOME/run" "$MF_HOME/logs"
+  log "serving the logs on http://$MICROFLACK_IP:$LOGS_PORT/logs"
+  LOGS_USER="$LOGS_USER" LOGS_PASSWORD="$LOGS_PASSWORD" setsid python3 \
+    "$MF_ADMIN/tools/log_server.py" --bind "$MICROFLACK_IP:$LOGS_PORT" \
+    --log "$MF_HOME/logs/microflack.log" \
+    < /dev/null >> "$MF_HOME/logs/log_server.log" 2>&1 &
+  echo $! > "$pidfile"
+  wait_until 10 logs_answer ||
+    die "the log server did not start (see $MF_HOME/logs/log_server.log)"
+}
+
+stop_log_server() { stop_pidfile "$MF_HOME/run/log_server.pid"; }
+
+# stop_redis: only a Redis these scripts started (never a system one).
+stop_redis() {
+  local pidfile="$MF_HOME/redis/redis.pid"
+  [ -f "$pidfile" ] && stop_pidfile "$pidfile"
+  return 0
 }

@@ -55,6 +55,9 @@ def when_ready(server):
     from .etcd_client import EtcdClient
     from .registration import registration_from_config
 
+    if not logging.getLogger().handlers:     # the master's own log lines
+        logging.basicConfig(level=logging.INFO, format='[%(asctime)s] '
+                            '[%(process)d] [%(levelname)s] %(name)s: %(message)s')
     config = _service_config()
     if not config.get('ETCD') or not config.get('SERVICE_ADDRESS'):
         server.log.warning('ETCD or SERVICE_ADDRESS unset: not registering '

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Install and start the whole platform on this Debian/Ubuntu host: system
+# packages, secrets, etcd, MariaDB, Redis, the load balancer, the log
+# stream, every service built and one instance of each running. Running it
+# again changes nothing and loses nothing.
+#
+# Settings (environment, first run only; kept in $MF_HOME/microflack.conf):
+#   MICROFLACK_IP (127.0.0.1)  LB_PORT (80)  ETCD_PORT (2379)
+#   REDIS (127.0.0.1:6379)  LOGS_PORT (1095)  MF_DB_PREFIX (microflack_)
+#   MF_HOME (~/.microflack)
+set -euo pipefail
+# shellcheck source=../lib/common.sh
+source "$(dirname "$(readlink -f "$0")")/../lib/common.sh"
+# shellcheck source=../lib/daemons.sh
+source "$MF_ADMIN/lib/daemons.sh"
+# shellcheck source=../lib/instances.sh
+source "$MF_ADMIN/lib/instances.sh"
+
+[ $# -eq 0 ] || usage "" "settings come from the environment (see the script's header)"
+
+"$MF_ADMIN/install/setup-host.sh"
+
+# This host's settings: saved once, never changed by later runs.
+conf="$MF_HOME/microflack.conf"
+mkdir -p "$MF_HOME"
+if [ ! -f "$conf" ]; then
+  cat > "$conf" <<CONF
+# MicroFlack settings of this host (written by setup-all-in-one.sh).
+# A variable set in the environment wins over the value here.
+MICROFLACK_IP=\${MICROFLACK_IP:-$MICROFLACK_IP}
+LB_PORT=\${LB_PORT:-$LB_PORT}
+ETCD_PORT=\${ETCD_PORT:-$ETCD_PORT}
+ETCD=\${ETCD:-$ETCD}
+REDIS=\${REDIS:-$REDIS}
+LOGS_PORT=\${LOGS_PORT:-$LOGS_PORT}
+MF_DB_PREFIX=\${MF_DB_PREFIX:-$MF_DB_PREFIX}
+CONF
+  log "settings saved in $conf"
+fi
+
+"$MF_ADMIN/install/make-secrets.sh"
+# shellcheck source=../mfvars
+source "$MF_ADMIN/mfvars"
+
+ensure_etcd
+ensure_mariadb
+case "$REDIS" in
+  127.*|localhost:*) ensure_redis "$REDIS" ;;
+  *) log "using the Redis at $REDIS" ;;
+esac
+
+"$MF_ADMIN/bin/mfbuild" all
+"$MF_ADMIN/bin/mflb" start
+ensure_log_server
+
+for service in $SERVICES; do
+  running=
+  for instance in $(instances "$service"); do
+    if instance_alive "$instance"; then running="$instance"; fi
+  done
+  if [ -n "$running" ]; then
+    log "$service runs ($running)"
+  else
+    log "started $("$MF_ADMIN/bin/mfrun" "$service")"
+  fi
+done
+
+cat <<DONE
+
+MicroFlack is running: open $LB/ in a browser.
+Load the environment in your shell:   source $MF_ADMIN/mfvars
+Then: mflogs (live logs), etcd-dump (registry), mfrun/mfkill <service>.
+Load balancer statistics: $LB/stats (user $STATS_USER, password in $MF_HOME/secrets/secrets.env)
+Logs over HTTP: http://$MICROFLACK_IP:$LOGS_PORT/logs (user $LOGS_USER, same file)
+DONE

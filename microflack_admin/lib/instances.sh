@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Running service instances (native runtime): each is one gunicorn master
+# started from a release by the service's boot.sh, recorded in
+# $MF_HOME/run/instances/<instance>.info (SERVICE, TAG, PORT, PID).
+# Source after common.sh and daemons.sh.
+
+INSTANCES_DIR="$MF_HOME/run/instances"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+CONSOLIDATED_LOG="$MF_HOME/logs/microflack.log"
+
+# release_dir SERVICE TAG
+release_dir() { printf '%s/releases/%s/%s\n' "$MF_HOME" "$1" "$2"; }
+
+# builds SERVICE: the tags of a service's builds, oldest first.
+builds() {
+  local dir="$MF_HOME/releases/$1"
+  [ -d "$dir" ] || return 0
+  find "$dir" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%f\n' |
+    sort -V
+}
+
+# newest_tag SERVICE: the newest build of a service (version order).
+newest_tag() { builds "$1" | tail -n 1; }
+
+free_port() {
+  python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+host_id() { hostname -s | tr -c 'A-Za-z0-9\n-' '-'; }
+
+# instance_field INSTANCE FIELD: one value of an instance's record.
+instance_field() {
+  sed -n "s/^$2=//p" "$INSTANCES_DIR/$1.info" 2>/dev/null
+}
+
+# instances [SERVICE]: the ids of the recorded instances (of a service).
+instances() {
+  local file name
+  [ -d "$INSTANCES_DIR" ] || return 0
+  for file in "$INSTANCES_DIR"/*.info; do
+    [ -e "$file" ] || continue
+    name="$(basename "$file" .info)"
+    if [ -z "${1:-}" ] || [ "$(instance_field "$name" SERVICE)" = "$1" ]; then
+      printf '%s\n' "$name"
+    fi
+  done
+}
+
+instance_alive() {
+  local pid
+  pid="$(instance_field "$1" PID)"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+etcd_key_url() { printf '%s/v2/keys%s\n' "$ETCD" "$1"; }
+
+# deregister SERVICE INSTANCE: remove the instance's upstream key.
+deregister() {
+  curl -fsS --max-time 3 -X DELETE \
+    "$(etcd_key_url "/services/$1/upstream/$2")" >/dev/null 2>&1 || true
+}
+
+registered() {
+  curl -fsS --max-time 2 "$(etcd_key_url "/services/$1/upstream/$2")" \
+    >/dev/null 2>&1
+}
+
+healthy() { curl -fsS --max-time 2 "http://$1/health" >/dev/null 2>&1; }
+
+# database_url SERVICE: the SQLAlchemy URL of the service's database.
+database_url() {
+  local var password
+  var="$(tr '[:lower:]' '[:upper:]' <<< "$1")_DB_PASSWORD"
+  password="${!var:-}"
+  [ -n "$password" ] ||
+    die "$var is not set: run microflack_admin/install/make-db-passwords.sh"
+  printf 'mysql+pymysql://%s%s:%s@127.0.0.1:3306/%s%s?charset=utf8mb4\n' \
+    "$MF_DB_PREFIX" "$1" "$password" "$MF_DB_PREFIX" "$1"
+}
+
+# ensure_database SERVICE: its database and user, created if missing; the
+# user's password follows db-passwords.env.
+ensure_database() {
+  local name="$MF_DB_PREFIX$1" var password
+  var="$(tr '[:lower:]' '[:upper:]' <<< "$1")_DB_PASSWORD"
+  password="${!var:-}"
+  [ -n "$password" ] ||
+    die "$var is not set: run microflack_admin/install/make-db-passwords.sh"
+  ensure_mariadb
+  mariadb_root <<SQL
+CREATE DATABASE IF NOT EXISTS \`$name\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS '$name'@'localhost' IDENTIFIED BY '$password';
+CREATE USER IF NOT EXISTS '$name'@'127.0.0.1' IDENTIFIED BY '$password';
+ALTER USER '$name'@'localhost' IDENTIFIED BY '$password';
+ALTER USER '$name'@'127.0.0.1' IDENTIFIED BY '$password';
+GRANT ALL ON \`$name\`.* TO '$name'@'localhost';
+GRANT ALL ON \`$name\`.* TO '$name'@'127.0.0.1';
+SQL
+}
+
+# stop_instance INSTANCE: out of the registry first, then a graceful stop
+# (gunicorn drains its requests); killed if still there after the grace.
+# Prints nothing; the record is removed.
+stop_instance() {
+  local instance="$1" service pid
+  service="$(instance_field "$instance" SERVICE)"
+  pid="$(instance_field "$instance" PID)"
+  deregister "$service" "$instance"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+}
+
+# wait_stopped INSTANCE: wait for a stopping instance, kill it if needed.
+wait_stopped() {
+  local instance="$1" pid
+  pid="$(instance_field "$instance" PID)"
+  if [ -n "$pid" ] &&
+      ! wait_until "${STOP_TIMEOUT:-15}" bash -c "! kill -0 $pid"; then
+    log "$instance did not stop in time: killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$INSTANCES_DIR/$instance.info"
+}

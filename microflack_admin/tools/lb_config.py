@@ -1,0 +1,376 @@
+"""Render HAProxy's configuration from the registry's /services tree.
+
+This module plays the template part of confd: :func:`render` is a pure
+function from the tree (nested dicts, as ``Node.to_dict()`` returns them)
+and the load balancer's settings to the text of haproxy.cfg. Registry
+layout and routing rules: SPEC section 3::
+
+    /services/<name>/location            URL prefix: /api/users, /, /socket.io
+    /services/<name>/backend/<option>    backend option (only ``balance``)
+    /services/<name>/upstream/<instance> host:port of one instance
+    /services/<name>/weight/<instance>   optional server weight, 1-256
+
+Anything malformed is left out with a warning, so that no registry entry
+can produce a configuration HAProxy rejects.
+"""
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+SERVICE_NAME = re.compile(r'^[a-z][a-z0-9_-]{0,31}$')
+INSTANCE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+LOCATION = re.compile(r'^/[A-Za-z0-9._~/-]*$')
+HOST_LABEL = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
+STATS_USER = re.compile(r'^[A-Za-z0-9._-]{1,64}$')
+# Printable ASCII without the single quote that encloses it in the config.
+STATS_PASSWORD = re.compile(r"^[!-&(-~]{1,128}$")
+SAFE_PATH = re.compile(r'^/[A-Za-z0-9._/+-]*$')
+
+BALANCE_ALGORITHMS = ('roundrobin', 'static-rr', 'leastconn', 'first',
+                      'source', 'uri')
+DEFAULT_BALANCE = 'roundrobin'
+MAX_LOCATION_LENGTH = 200
+MIN_WEIGHT, MAX_WEIGHT = 1, 256
+STATS_URI = '/stats'
+# Checks every second, every 0.5 s once one failed: two failures (at most
+# about 2 s) take a server out, one success brings it back. A name that
+# does not resolve leaves its server in maintenance instead of failing.
+DEFAULT_SERVER = ('inter 1s fastinter 500ms downinter 1s fall 2 rise 1 '
+                  'init-addr libc,none')
+# Requests that may be sent again after a server got them (RFC 9110 9.2.2;
+# TRACE left out, nothing here answers it).
+IDEMPOTENT_METHODS = ('GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE')
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the configuration needs besides the registry."""
+    stats_user: str
+    stats_password: str
+    stats_socket: str
+    state_file: str
+    bind: str = '127.0.0.1'
+    port: int = 80
+
+    def __post_init__(self):
+        try:
+            ipaddress.IPv4Address(self.bind)
+        except ValueError:
+            raise ValueError(f'bind address {self.bind!r} is not an IPv4 '
+                             f'address') from None
+        if isinstance(self.port, bool) or not isinstance(self.port, int) \
+                or not 1 <= self.port <= 65535:
+            raise ValueError(f'port {self.port!r} is not in 1-65535')
+        if not STATS_USER.fullmatch(self.stats_user or ''):
+            raise ValueError('the stats user must be 1-64 characters among '
+                             'letters, digits, ".", "_" and "-"')
+        if not STATS_PASSWORD.fullmatch(self.stats_password or ''):
+            raise ValueError('the stats password must be 1-128 printable '
+                             'ASCII characters, without spaces or quotes')
+        for label, path in (('stats socket', self.stats_socket),
+                            ('server state file', self.state_file)):
+            if not SAFE_PATH.fullmatch(path or ''):
+                raise ValueError(
+                    f'{label} path {path!r} must be absolute and made of '
+                    f'letters, digits and "._/+-"')
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    host: str
+    port: int
+    weight: int | None = None
+
+    def line(self):
+        text = f'server {self.name} {self.host}:{self.port} check'
+        if self.weight is not None:
+            text += f' weight {self.weight}'
+        return text
+
+
+@dataclass
+class Service:
+    name: str
+    location: str
+    balance: str = DEFAULT_BALANCE
+    servers: list = field(default_factory=list)
+
+    @property
+    def backend(self):
+        return f'{self.name}_backend'
+
+
+@dataclass
+class Rendered:
+    text: str
+    warnings: list
+
+
+def parse_address(value):
+    """``host:port`` -> (host, port) or None. The host is an IPv4 address
+    or a DNS name; the port is 1-65535."""
+    if not isinstance(value, str) or ':' not in value:
+        return None
+    host, _, port = value.rpartition(':')
+    if not port.isascii() or not port.isdigit() or len(port) > 5 \
+            or not 1 <= int(port) <= 65535:
+        return None
+    if not host.isascii():
+        return None
+    try:
+        return str(ipaddress.IPv4Address(host)), int(port)
+    except ValueError:
+        pass
+    labels = host.split('.')
+    # A name whose last label is numeric would be read as an address.
+    if len(host) > 253 or labels[-1].isdigit() \
+            or not all(HOST_LABEL.fullmatch(label) for label in labels):
+        return None
+    return host.lower(), int(port)
+
+
+def parse_weight(value):
+    if isinstance(value, str) and value.isascii() and value.isdigit() \
+            and len(value) <= 3 and MIN_WEIGHT <= int(value) <= MAX_WEIGHT:
+        return int(value)
+    return None
+
+
+def normalize_location(value):
+    """The routed prefix without a trailing slash ("/" stays "/"), or None
+    when the value is not an acceptable location."""
+    if not isinstance(value, str) or len(value) > MAX_LOCATION_LENGTH \
+            or not LOCATION.fullmatch(value):
+        return None
+    location = value.rstrip('/') or '/'
+    if '//' in location:
+        return None
+    return location
+
+
+def _read_service(name, entry, warn):
+    """One /services/<name> directory -> Service, or None if unusable."""
+    where = f'/services/{name}'
+    if not isinstance(entry, dict):
+        warn(f'{where}: not a directory; skipped')
+        return None
+    if 'location' not in entry:
+        warn(f'{where}: no location; skipped')
+        return None
+    location = normalize_location(entry['location'])
+    if location is None:
+        warn(f'{where}/location: invalid location {entry["location"]!r}; '
+             f'service skipped')
+        return None
+    if location != '/' and location.startswith(STATS_URI):
+        warn(f'{where}/location: {location!r} is shadowed by the stats page '
+             f'at {STATS_URI}; service skipped')
+        return None
+    service = Service(name, location)
+
+    backend = entry.get('backend', {})
+    if not isinstance(backend, dict):
+        warn(f'{where}/backend: not a directory; ignored')
+        backend = {}
+    for option, value in sorted(backend.items()):
+        if option != 'balance':
+            warn(f'{where}/backend/{option}: unsupported backend option; '
+                 f'ignored')
+        elif value not in BALANCE_ALGORITHMS:
+            warn(f'{where}/backend/balance: unsupported algorithm {value!r}; '
+                 f'using {DEFAULT_BALANCE}')
+        else:
+            service.balance = value
+
+    weights = entry.get('weight', {})
+    if not isinstance(weights, dict):
+        warn(f'{where}/weight: not a directory; ignored')
+        weights = {}
+    upstream = entry.get('upstream', {})
+    if not isinstance(upstream, dict):
+        warn(f'{where}/upstream: not a directory; ignored')
+        upstream = {}
+    for instance, address in sorted(upstream.items()):
+        key = f'{where}/upstream/{instance}'
+        if not INSTANCE_NAME.fullmatch(instance):
+            warn(f'{key}: invalid instance name; skipped')
+            continue
+        parsed = parse_address(address)
+        if parsed is None:
+            warn(f'{key}: invalid address {address!r} (expected host:port); '
+                 f'skipped')
+            continue
+        weight = None
+        if instance in weights:
+            weight = parse_weight(weights[instance])
+            if weight is None:
+                warn(f'{where}/weight/{instance}: invalid weight '
+                     f'{weights[instance]!r} (expected {MIN_WEIGHT}-'
+                     f'{MAX_WEIGHT}); default weight used')
+        service.servers.append(Server(instance, *parsed, weight))
+    return service
+
+
+def read_services(tree, warn):
+    """The routable services of a /services tree, one per location."""
+    if tree is None:
+        return []
+    if not isinstance(tree, dict):
+        warn('/services: not a directory; nothing to route')
+        return []
+    candidates = []
+    for name, entry in sorted(tree.items()):
+        if not SERVICE_NAME.fullmatch(name):
+            warn(f'/services/{name}: invalid service name; skipped')
+            continue
+        service = _read_service(name, entry, warn)
+        if service is not None:
+            candidates.append(service)
+    # Two services claiming one location: the one with instances wins (a
+    # stale entry must not hide a live one), then the first by name.
+    candidates.sort(key=lambda s: (not s.servers, s.name))
+    services, owners = [], {}
+    for service in candidates:
+        if service.location in owners:
+            warn(f'/services/{service.name}: location {service.location!r} '
+                 f'is already routed to {owners[service.location]}; skipped')
+            continue
+        owners[service.location] = service.name
+        services.append(service)
+    return sorted(services, key=lambda s: s.name)
+
+
+def _quote(value):
+    return f"'{value}'"
+
+
+def _global_and_defaults(settings):
+    methods = ' '.join(IDEMPOTENT_METHODS)
+    return f"""\
+global
+    stats socket {settings.stats_socket} mode 600 level admin
+    server-state-file {settings.state_file}
+    # Old workers keep serving their connections after a reload, up to this.
+    hard-stop-after 10m
+
+defaults
+    mode http
+    option forwardfor
+    # A fresh server connection per request (as gunicorn's sync workers
+    # want anyway): no request is ever sent on a connection the server is
+    # closing. HAProxy 2.6.12 old workers were also seen to crash on reload
+    # when L7 retries met reused server connections.
+    option http-server-close
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+    timeout queue 5s
+    timeout check 1s
+    # WebSocket connections (Socket.IO) once upgraded.
+    timeout tunnel 1h
+    # A failed attempt is retried, on another server.
+    retries 3
+    option redispatch 1
+    retry-on all-retryable-errors
+    # Every service answers GET /health with 200.
+    option httpchk GET /health
+    # A dead server is out after two failed checks.
+    default-server {DEFAULT_SERVER}
+    # Servers marked DOWN (or in maintenance) stay so across reloads.
+    load-server-state-from-file global
+
+frontend http
+    bind {settings.bind}:{settings.port}
+    # Connection failures are always retried; a request that reached a
+    # server is replayed only if its method is idempotent.
+    http-request disable-l7-retry if !{{ method {methods} }}
+    stats enable
+    stats uri {STATS_URI}
+    stats realm MicroFlack
+    stats auth {_quote(f'{settings.stats_user}:{settings.stats_password}')}
+"""
+
+
+def render(tree, settings):
+    """haproxy.cfg for a /services tree: a :class:`Rendered` with the text
+    and the warnings about skipped entries."""
+    warnings = []
+    services = read_services(tree, warnings.append)
+    lines = [
+        '# Generated by microflack_admin/tools/lb_watcher.py from the etcd',
+        '# /services tree. Do not edit: it is rewritten on every change.',
+        _global_and_defaults(settings).rstrip('\n'),
+    ]
+    routed = sorted((s for s in services if s.location != '/'),
+                    key=lambda s: (-len(s.location), s.location))
+    if routed:
+        lines.append('')
+        lines.append('    # Longest locations first; a location matches '
+                     'itself and what lies below it.')
+    for service in routed:
+        acl = f'is_{service.name}'
+        lines.append(f'    acl {acl} path {service.location}')
+        lines.append(f'    acl {acl} path_beg {service.location}/')
+        lines.append(f'    use_backend {service.backend} if {acl}')
+    default = [s for s in services if s.location == '/']
+    if default:
+        lines.append(f'    default_backend {default[0].backend}')
+    for service in services:
+        lines.append('')
+        lines.append(f'backend {service.backend}')
+        lines.append(f'    balance {service.balance}')
+        if not service.servers:
+            lines.append('    # No instance registered: the backend stays, so '
+                         'its paths answer')
+            lines.append('    # 503 (which the inter-service client retries) '
+                         'instead of reaching the UI.')
+        for server in service.servers:
+            lines.append(f'    {server.line()}')
+    return Rendered('\n'.join(lines) + '\n', warnings)
+
+
+def server_definitions(text):
+    """{(backend, server): rest of the server line} in a rendered config."""
+    servers, backend = {}, None
+    for line in text.splitlines():
+        words = line.split()
+        if not words or line[0] == '#':
+            continue
+        if not line[0].isspace():
+            backend = words[1] if words[0] == 'backend' and len(words) > 1 \
+                else None
+        elif backend and words[0] == 'server' and len(words) > 2:
+            servers[(backend, words[1])] = ' '.join(words[2:])
+    return servers
+
+
+def filter_server_state(state, old_text, new_text):
+    """Keep the saved state (``show servers state``) of the servers whose
+    definition the new configuration keeps unchanged.
+
+    HAProxy applies a saved address and port over the configuration's, so
+    the state of a server whose address (or weight) changed is dropped;
+    it starts afresh from the new configuration.
+    """
+    old, new = server_definitions(old_text), server_definitions(new_text)
+    lines = state.splitlines()
+    if not lines or lines[0].strip() != '1':
+        return ''
+    kept = [lines[0]]
+    columns = []
+    for line in lines[1:]:
+        if line.startswith('#'):
+            columns = line[1:].split()
+            kept.append(line)
+            continue
+        values = line.split()
+        if not values or not columns:
+            continue
+        row = dict(zip(columns, values, strict=False))
+        key = (row.get('be_name'), row.get('srv_name'))
+        if key in new and old.get(key) == new[key]:
+            kept.append(line)
+    return '\n'.join(kept) + '\n'
