@@ -34,5 +34,5 @@ def create_app(config_class=None, **platform_parts):
     socketio = SocketIO(app, **socketio_options(app.config))
     register_handlers(socketio)
     app.extensions[CONNECTIONS] = Connections(
-        socketio, app.config['SOCKETIO_CLOSE_TIMEOUT'])
+        socketio, app.config['SOCKETIO_STOP_TIMEOUT'])
     return app

@@ -46,9 +46,11 @@ class Config:
     # eventlet, threading, ...; unset: Flask-SocketIO picks (threading
     # under `flask run`, eventlet under gunicorn's eventlet worker).
     SOCKETIO_ASYNC_MODE = common.env_str('SOCKETIO_ASYNC_MODE')
-    # On SIGTERM, how long (seconds) to wait for the clients' connections to
-    # close before the worker stops anyway.
-    SOCKETIO_CLOSE_TIMEOUT = common.env_float('SOCKETIO_CLOSE_TIMEOUT', 2)
+    # On SIGTERM a worker drops every client connection at once (clients
+    # reconnect to another instance), then gives the requests and relays
+    # in flight this long (seconds) before it exits. Keep it below
+    # gunicorn's GRACEFUL_TIMEOUT.
+    SOCKETIO_STOP_TIMEOUT = common.env_float('SOCKETIO_STOP_TIMEOUT', 2)
 
 
 class DevConfig(Config, common.DevConfig):

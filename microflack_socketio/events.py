@@ -18,9 +18,12 @@ requests, so requests/urllib3 sockets (and their retry sleeps) yield to the
 eventlet hub, and python-socketio runs each event in its own green thread.
 """
 import logging
+import math
 import re
 import signal
+import threading
 import time
+from contextlib import contextmanager
 
 import requests
 from flask import current_app, request, session
@@ -56,8 +59,9 @@ def relay(method, url, token, **kwargs):
     """Send the client's request through the load balancer. Returns the
     response, or None when no answer could be had (logged)."""
     try:
-        response = platform().http.request(method, url, token=token,
-                                           **kwargs)
+        with connections().relaying():
+            response = platform().http.request(method, url, token=token,
+                                               **kwargs)
     except requests.RequestException as exc:
         logger.warning('%s %s: no answer (%s)', method, url, exc)
         return None
@@ -133,56 +137,94 @@ def connections():
 
 
 class Connections:
-    """This instance's client connections, closed all at once when the
-    instance stops."""
+    """This instance's client connections and the relays in flight for
+    them, for a clean stop."""
 
-    def __init__(self, socketio, close_timeout=2.0):
+    def __init__(self, socketio, stop_timeout=2.0):
         self.socketio = socketio
-        self.close_timeout = close_timeout
+        self.stop_timeout = stop_timeout
         self.closing = False
+        self._relays = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def relaying(self):
+        with self._lock:
+            self._relays += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._relays -= 1
+
+    @property
+    def relays_in_flight(self):
+        return self._relays
 
     def close_all(self):
-        """Close every client's Engine.IO connection. Clients see their
-        transport close (not a Socket.IO disconnect, after which they
-        would not reconnect by themselves) and reconnect through the load
-        balancer, to another instance. Waits at most ``close_timeout``."""
+        """Drop every client's connection. The clients see their transport
+        close, as when an instance dies, and reconnect through the load
+        balancer to another instance. (An Engine.IO close packet would be
+        final to python-socketio clients, which then do not reconnect;
+        a Socket.IO disconnect would be final to browsers too.)"""
         self.closing = True
-        server = self.socketio.server
-        sockets = server.eio.sockets
-        sids = list(sockets)
-        for sid in sids:
-            # Each close waits for the client to get its close packet.
-            server.start_background_task(server.eio.disconnect, sid)
-        deadline = time.monotonic() + self.close_timeout
-        while any(sid in sockets for sid in sids) \
-                and time.monotonic() < deadline:
-            server.sleep(0.05)
-        left = sum(sid in sockets for sid in sids)
-        logger.info('stopping: closed %d client connection(s)%s',
-                    len(sids) - left, f', {left} did not close in time'
-                    if left else '')
+        eio = self.socketio.server.eio
+        closed = 0
+        for sid, sock in list(eio.sockets.items()):
+            sock.close(wait=False, abort=True)
+            eio.sockets.pop(sid, None)
+            closed += 1
+        logger.info('stopping: closed %d client connection(s)', closed)
+        return closed
+
+    def wait_for_relays(self, timeout):
+        """Give the relays in flight (a message being posted...) up to
+        ``timeout`` seconds to finish; True if none is left."""
+        deadline = time.monotonic() + timeout
+        while self._relays and time.monotonic() < deadline:
+            self.socketio.sleep(0.05)
+        if self._relays:
+            logger.warning('stopping with %d relay(s) still in flight',
+                           self._relays)
+        return not self._relays
 
 
-def close_connections_on_sigterm(app):
-    """In a gunicorn worker: on SIGTERM, besides gunicorn's own handling
-    (stop accepting, finish requests within the graceful timeout), close
-    every client connection so clients move to another instance at once
-    instead of being cut off when the worker exits. Returns whether the
-    handler was installed (not outside a gunicorn worker)."""
+def stop_cleanly_under_gunicorn(app):
+    """In a gunicorn worker, on SIGTERM, besides gunicorn's own handling
+    (stop accepting, finish the requests in flight): drop every client
+    connection at once so clients move to another instance, then give the
+    relays in flight up to SOCKETIO_STOP_TIMEOUT seconds before the worker
+    exits. The worker's graceful timeout is cut to that too: eventlet
+    cannot wake the WebSocket request of a dropped connection (another
+    green thread closed its socket), which would otherwise hold the worker
+    until the master kills it. Returns whether it applies (outside a
+    gunicorn worker it does not)."""
     previous = signal.getsignal(signal.SIGTERM)
     try:
         from gunicorn.workers.base import Worker
     except ImportError:
         return False
-    if not isinstance(getattr(previous, '__self__', None), Worker):
+    worker = getattr(previous, '__self__', None)
+    if not isinstance(worker, Worker):
         return False
     conns = app.extensions[CONNECTIONS]
+    stop_timeout = max(1, math.ceil(conns.stop_timeout))
+    deadline = []
 
     def handler(signum, frame):
         previous(signum, frame)
-        conns.socketio.start_background_task(conns.close_all)
+        if not deadline:
+            deadline.append(time.monotonic() + stop_timeout)
+            if worker.cfg.graceful_timeout > stop_timeout:
+                worker.cfg.set('graceful_timeout', stop_timeout)
+            conns.socketio.start_background_task(conns.close_all)
+
+    def finish_relays():
+        if deadline:
+            conns.wait_for_relays(max(0.0, deadline[0] - time.monotonic()))
 
     signal.signal(signal.SIGTERM, handler)
-    # As gunicorn does: a SIGTERM must not interrupt system calls.
+    # As gunicorn has it: a SIGTERM does not interrupt system calls.
     signal.siginterrupt(signal.SIGTERM, False)
+    app.extensions['microflack'].on_shutdown(finish_relays)
     return True

@@ -13,7 +13,7 @@ import eventlet
 eventlet.monkey_patch()
 
 from app import create_app  # noqa: E402
-from events import close_connections_on_sigterm  # noqa: E402
+from events import stop_cleanly_under_gunicorn  # noqa: E402
 
 app = create_app()
-close_connections_on_sigterm(app)
+stop_cleanly_under_gunicorn(app)

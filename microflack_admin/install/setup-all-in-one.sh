@@ -56,7 +56,12 @@ ensure_log_server
 for service in $SERVICES; do
   running=
   for instance in $(instances "$service"); do
-    if instance_alive "$instance"; then running="$instance"; fi
+    if instance_alive "$instance"; then
+      running="$instance"
+    else    # gone since (e.g. a reboot): forget it
+      deregister "$service" "$instance"
+      rm -f "$INSTANCES_DIR/$instance.info"
+    fi
   done
   if [ -n "$running" ]; then
     log "$service runs ($running)"

@@ -382,6 +382,8 @@ def parse_args(argv):
                         help='seconds between full re-reads (default 30)')
     parser.add_argument('--debounce', type=float, default=0.05,
                         help='seconds to let a burst of changes settle')
+    parser.add_argument('--max-backoff', type=float, default=5.0,
+                        help='longest pause between attempts to reach etcd')
     parser.add_argument('--once', action='store_true',
                         help='write the configuration once and exit')
     return parser.parse_args(argv)
@@ -402,7 +404,7 @@ def main(argv=None):
     watcher = Watcher(etcd, settings, args.config, haproxy=args.haproxy,
                       master_pid_file=args.master_pid_file,
                       watch_timeout=args.watch_timeout,
-                      debounce=args.debounce)
+                      debounce=args.debounce, max_backoff=args.max_backoff)
     if args.once:
         return watcher.render_initial()
     watcher.install_signal_handlers()

@@ -1,0 +1,333 @@
+"""Fixtures for the admin tools' tests.
+
+Everything real and private to the tests, on 127.0.0.1 and free ports: an
+etcd with the v2 API, HAProxy in master-worker mode driven by the load
+balancer's watcher, and small HTTP backends (separate processes, so they
+can be killed like a crashed instance).
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import urllib3
+
+ADMIN = Path(__file__).resolve().parent.parent
+TOOLS = ADMIN / 'tools'
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+from lb_config import Settings  # noqa: E402
+
+from microflack_common.etcd_client import EtcdClient, EtcdKeyNotFound  # noqa: E402
+
+# -- helpers -----------------------------------------------------------
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f'nothing listens on 127.0.0.1:{port}')
+
+
+def wait_until(predicate, timeout, interval=0.01):
+    """Poll ``predicate`` until it is true; returns the seconds it took,
+    or None on timeout."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            return None
+        time.sleep(interval)
+
+
+def stop_process(process, sig=signal.SIGTERM, timeout=10):
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def need_binary(name):
+    path = shutil.which(name) or (f'/usr/sbin/{name}'
+                                  if os.access(f'/usr/sbin/{name}', os.X_OK)
+                                  else None)
+    if path is None:
+        pytest.fail(f'{name} is not installed (setup-host.sh installs it)')
+    return path
+
+
+# -- etcd --------------------------------------------------------------
+
+
+class Etcd:
+    """A private single-node etcd; can be stopped and started again."""
+
+    def __init__(self, data_dir):
+        self.binary = need_binary('etcd')
+        self.data_dir = data_dir
+        self.port, self.peer_port = free_port(), free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.process = None
+
+    def start(self):
+        peer = f'http://127.0.0.1:{self.peer_port}'
+        self.process = subprocess.Popen(
+            [self.binary, '--enable-v2=true', '--name', 'test',
+             '--data-dir', str(self.data_dir),
+             '--listen-client-urls', self.url,
+             '--advertise-client-urls', self.url,
+             '--listen-peer-urls', peer,
+             '--initial-advertise-peer-urls', peer,
+             '--initial-cluster', f'test={peer}'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        http = urllib3.PoolManager(retries=False)
+
+        def ready():
+            try:
+                return http.request('GET', self.url + '/v2/keys/',
+                                    timeout=1).status == 200
+            except urllib3.exceptions.HTTPError:
+                return False
+        if wait_until(ready, 15, 0.05) is None:
+            self.stop()
+            pytest.fail('etcd did not start')
+        return self
+
+    def stop(self):
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+@pytest.fixture(scope='session')
+def etcd_server(tmp_path_factory):
+    server = Etcd(tmp_path_factory.mktemp('etcd')).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def etcd(etcd_server):
+    """A client of the session's etcd; /services is emptied after use."""
+    client = EtcdClient([etcd_server.url])
+    yield client
+    try:
+        client.delete('/services', recursive=True)
+    except EtcdKeyNotFound:
+        pass
+
+
+# -- HTTP backends -----------------------------------------------------
+
+BACKEND_SCRIPT = r'''
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+NAME, PORT = sys.argv[1], int(sys.argv[2])
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        if url.path == '/slow':
+            time.sleep(float(parse_qs(url.query).get('seconds', ['1'])[0]))
+        body = f'{NAME} {url.path}\n'.encode()
+        self.send_response(200)
+        self.send_header('Content-Type', 'text/plain')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(('127.0.0.1', PORT), Handler).serve_forever()
+'''
+
+
+class Backend:
+    """An HTTP server answering GET /health and any path with
+    "<name> <path>"; /slow?seconds=N answers after N seconds."""
+
+    def __init__(self, name):
+        self.name = name
+        self.port = free_port()
+        self.address = f'127.0.0.1:{self.port}'
+        self.process = subprocess.Popen(
+            [sys.executable, '-c', BACKEND_SCRIPT, name, str(self.port)])
+        wait_for_port(self.port)
+
+    def kill(self):
+        stop_process(self.process, signal.SIGKILL)
+
+
+@pytest.fixture
+def backends():
+    """backends(name) starts a backend; all are stopped afterwards."""
+    started = []
+
+    def start(name):
+        backend = Backend(name)
+        started.append(backend)
+        return backend
+    yield start
+    for backend in started:
+        backend.kill()
+
+
+# -- the load balancer -------------------------------------------------
+
+
+class LoadBalancer:
+    """HAProxy (master-worker) and the watcher, as mflb runs them."""
+
+    def __init__(self, directory, etcd_url, watcher_args=()):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.haproxy_bin = need_binary('haproxy')
+        self.etcd_url = etcd_url
+        self.port = free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.config = self.dir / 'haproxy.cfg'
+        self.master_pid_file = self.dir / 'haproxy.pid'
+        self.watcher_pid_file = self.dir / 'watcher.pid'
+        self.haproxy_log = self.dir / 'haproxy.log'
+        self.watcher_log = self.dir / 'watcher.log'
+        self.settings = Settings(
+            stats_user='admin', stats_password='s3cret:pass',
+            stats_socket=str(self.dir / 'admin.sock'),
+            state_file=str(self.dir / 'server-state'),
+            bind='127.0.0.1', port=self.port)
+        self.watcher_args = list(watcher_args)
+        self.haproxy = self.watcher = None
+        self.http = urllib3.PoolManager(retries=False)
+
+    def watcher_command(self, *extra):
+        s = self.settings
+        return [sys.executable, str(TOOLS / 'lb_watcher.py'),
+                '--etcd', self.etcd_url, '--config', str(self.config),
+                '--haproxy', self.haproxy_bin,
+                '--master-pid-file', str(self.master_pid_file),
+                '--bind', s.bind, '--port', str(s.port),
+                '--stats-user', s.stats_user,
+                '--stats-socket', s.stats_socket,
+                '--state-file', s.state_file, *extra]
+
+    def _env(self):
+        return dict(os.environ, STATS_PASSWORD=self.settings.stats_password)
+
+    def start(self):
+        subprocess.run(self.watcher_command('--once'), env=self._env(),
+                       check=True, capture_output=True, timeout=30)
+        with open(self.haproxy_log, 'ab') as log:
+            self.haproxy = subprocess.Popen(
+                [self.haproxy_bin, '-W', '-S', str(self.dir / 'master.sock'),
+                 '-f', str(self.config), '-p', str(self.master_pid_file)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        with open(self.watcher_log, 'ab') as log:
+            self.watcher = subprocess.Popen(
+                self.watcher_command('--pid-file', str(self.watcher_pid_file),
+                                     *self.watcher_args),
+                env=self._env(), stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL)
+        if wait_until(self.watcher_pid_file.exists, 10) is None:
+            raise RuntimeError(f'the watcher did not start:\n'
+                               f'{self.watcher_log.read_text()}')
+        return self
+
+    def stop(self):
+        if self.watcher is not None:
+            stop_process(self.watcher)
+        if self.haproxy is not None:
+            stop_process(self.haproxy)
+
+    def get(self, path, timeout=5, **kwargs):
+        return self.http.request('GET', self.url + path, timeout=timeout,
+                                 **kwargs)
+
+    def body(self, path):
+        """The body of GET path, or None unless it answered 200."""
+        try:
+            response = self.get(path, headers={'Connection': 'close'})
+        except urllib3.exceptions.HTTPError:
+            return None
+        return response.data.decode() if response.status == 200 else None
+
+    def routed_to(self, path, backend_name):
+        body = self.body(path)
+        return body is not None and body.startswith(backend_name + ' ')
+
+    def reloads(self):
+        """How many reloads the watcher asked for."""
+        return self.watcher_log.read_text().count(' reloading')
+
+    def logs(self):
+        return (f'--- watcher ---\n{self.watcher_log.read_text()}'
+                f'--- haproxy ---\n{self.haproxy_log.read_text()}')
+
+    def server_states(self):
+        """{(backend, server): operational state} from the stats socket
+        (0 = down, 2 = up)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            sock.connect(self.settings.stats_socket)
+            sock.sendall(b'show servers state\n')
+            data = b''
+            while chunk := sock.recv(65536):
+                data += chunk
+        states = {}
+        for line in data.decode().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 5 and not line.startswith('#'):
+                states[(fields[1], fields[3])] = int(fields[5])
+        return states
+
+
+@pytest.fixture
+def make_lb(tmp_path, etcd_server):
+    """make_lb(etcd_url=None, watcher_args=()) starts a load balancer;
+    each is stopped afterwards, and no HAProxy worker may have crashed."""
+    started = []
+
+    def make(etcd_url=None, watcher_args=()):
+        lb = LoadBalancer(tmp_path / f'lb{len(started)}',
+                          etcd_url or etcd_server.url, watcher_args)
+        started.append(lb)
+        return lb.start()
+    yield make
+    for lb in started:
+        lb.stop()
+    for lb in started:
+        log = lb.haproxy_log.read_text() if lb.haproxy_log.exists() else ''
+        assert 'exited with code 139' not in log, lb.logs()
+
+
+@pytest.fixture
+def lb(make_lb, etcd):
+    """A load balancer watching the session's etcd."""
+    return make_lb()

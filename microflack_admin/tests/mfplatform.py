@@ -1,0 +1,204 @@
+"""A whole MicroFlack platform installed by setup-all-in-one.sh into a
+private MF_HOME, on free loopback ports, for the platform tests."""
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ADMIN = Path(__file__).resolve().parent.parent
+ROOT = ADMIN.parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def free_port_pair():
+    """Two consecutive free ports (etcd's client and peer ports)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as sock:
+                sock.bind(('127.0.0.1', port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError('no two consecutive free ports')
+
+
+class Platform:
+    def __init__(self, home):
+        self.home = Path(home)
+        self.env = {
+            **os.environ,
+            'MF_HOME': str(self.home),
+            'MICROFLACK_IP': '127.0.0.1',
+            'LB_PORT': str(free_port()),
+            'ETCD_PORT': str(free_port_pair()),
+            'LOGS_PORT': str(free_port()),
+            'MF_DB_PREFIX': 'mftest_',
+            'REDIS': os.environ.get('TEST_REDIS', '127.0.0.1:6379'),
+        }
+        for name in ('LB', 'ETCD', 'WHEELHOUSE'):
+            self.env.pop(name, None)
+        if os.environ.get('MF_TEST_WHEELHOUSE'):
+            # The test command's wheelhouse: no second download.
+            self.env['WHEELHOUSE'] = os.environ['MF_TEST_WHEELHOUSE']
+        self.env['PATH'] = f"{ADMIN / 'bin'}:{os.environ['PATH']}"
+        self.lb = f"http://127.0.0.1:{self.env['LB_PORT']}"
+        self.etcd = f"http://127.0.0.1:{self.env['ETCD_PORT']}"
+        self.logs = f"http://127.0.0.1:{self.env['LOGS_PORT']}/logs"
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def run(self, *args, check=True, timeout=600, input=None):
+        """Run an admin script; returns the CompletedProcess."""
+        command = [str(ADMIN / args[0]) if '/' in args[0]
+                   else str(ADMIN / 'bin' / args[0]), *args[1:]]
+        result = subprocess.run(command, env=self.env, capture_output=True,
+                                text=True, timeout=timeout, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f'{args} failed ({result.returncode}):\n{result.stdout}\n'
+                f'{result.stderr}')
+        return result
+
+    def secret(self, name):
+        for file in ('secrets.env', 'db-passwords.env'):
+            path = self.home / 'secrets' / file
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition('=')
+                if key == name:
+                    return value
+        raise KeyError(name)
+
+    def registry(self, key='/services'):
+        response = self.http.get(f'{self.etcd}/v2/keys{key}',
+                                 params={'recursive': 'true'}, timeout=5)
+        if response.status_code == 404:
+            return {}
+        return _tree(response.json()['node'])
+
+    def etcd_put(self, key, value, ttl=None):
+        data = {'value': value}
+        if ttl:
+            data['ttl'] = ttl
+        self.http.put(f'{self.etcd}/v2/keys{key}', data=data,
+                      timeout=5).raise_for_status()
+
+    def etcd_delete(self, key, recursive=False):
+        params = {'recursive': 'true', 'dir': 'true'} if recursive else {}
+        self.http.delete(f'{self.etcd}/v2/keys{key}', params=params, timeout=5)
+
+    def instances(self, service):
+        return sorted(self.registry(f'/services/{service}/upstream') or {})
+
+    def stats(self):
+        """HAProxy's per-server rows: {(backend, server): row}."""
+        auth = (self.secret('STATS_USER'), self.secret('STATS_PASSWORD'))
+        response = self.http.get(f'{self.lb}/stats;csv', auth=auth, timeout=5)
+        response.raise_for_status()
+        lines = response.text.lstrip('# ').splitlines()
+        header = lines[0].split(',')
+        rows = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(','), strict=False))
+            rows[(row['pxname'], row['svname'])] = row
+        return rows
+
+    def wait_for(self, predicate, timeout=10, interval=0.05, what='condition'):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f'{what} not met within {timeout} s')
+
+    def user_with_token(self, nickname, password='secret'):
+        rv = self.http.post(f'{self.lb}/api/users', timeout=10,
+                            json={'nickname': nickname, 'password': password})
+        assert rv.status_code == 201, rv.text
+        rv = self.http.post(f'{self.lb}/api/tokens', timeout=10,
+                            auth=(nickname, password))
+        assert rv.status_code == 200, rv.text
+        return rv.json()['token']
+
+
+def _tree(node):
+    if not node.get('dir'):
+        return node.get('value')
+    return {child['key'].rsplit('/', 1)[-1]: _tree(child)
+            for child in node.get('nodes', [])}
+
+
+def basic(user, password):
+    raw = f'{user}:{password}'.encode()
+    return 'Basic ' + base64.b64encode(raw).decode()
+
+
+class SteadyClient:
+    """Sends requests in a loop from a thread, counting the failures
+    (anything but the expected status, or no answer), until stopped."""
+
+    def __init__(self, send, expected=200, pause=0.01):
+        self.send = send
+        self.expected = expected
+        self.pause = pause
+        self.count = 0
+        self.failures = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        session = requests.Session()
+        session.trust_env = False
+        while not self._stop.is_set():
+            try:
+                status = self.send(session).status_code
+            except requests.RequestException as exc:
+                status = repr(exc)
+            self.count += 1
+            if status != self.expected:
+                self.failures.append(status)
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+
+def drop_test_databases(prefix='mftest_'):
+    if not shutil.which('mariadb'):
+        return
+    listing = subprocess.run(
+        ['mariadb', '-uroot', '-N', '-e', 'SHOW DATABASES'],
+        capture_output=True, text=True)
+    statements = [f'DROP DATABASE `{name}`;' for name in
+                  listing.stdout.split() if name.startswith(prefix)]
+    users = subprocess.run(
+        ['mariadb', '-uroot', '-N', '-e',
+         f"SELECT CONCAT(\"'\", User, \"'@'\", Host, \"'\") FROM mysql.user "
+         f"WHERE User LIKE '{prefix}%'"],
+        capture_output=True, text=True)
+    statements += [f'DROP USER {user};' for user in users.stdout.split()]
+    if statements:
+        subprocess.run(['mariadb', '-uroot', '-e', ' '.join(statements)],
+                       check=True)
+
+
+def dumps(value):
+    return json.dumps(value, indent=1, sort_keys=True)
