@@ -22,7 +22,7 @@ TOOLS = ADMIN / 'tools'
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
-from lb_config import Settings  # noqa: E402
+from lb_config import Settings, render  # noqa: E402
 
 from microflack_common.etcd_client import EtcdClient, EtcdKeyNotFound  # noqa: E402
 
@@ -155,23 +155,36 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         url = urlsplit(self.path)
+        if NAME.startswith('hangup') and url.path != '/health':
+            self.close_connection = True  # hang up without an answer
+            return
         if url.path == '/slow':
             time.sleep(float(parse_qs(url.query).get('seconds', ['1'])[0]))
-        body = f'{NAME} {url.path}\n'.encode()
+        body = f'{NAME} {self.command} {url.path}\n'.encode()
         self.send_response(200)
         self.send_header('Content-Type', 'text/plain')
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer(('127.0.0.1', PORT), Handler).serve_forever()
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        self.do_GET()
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # health checks hang up early; nothing to report
+
+Server(('127.0.0.1', PORT), Handler).serve_forever()
 '''
 
 
 class Backend:
-    """An HTTP server answering GET /health and any path with
-    "<name> <path>"; /slow?seconds=N answers after N seconds."""
+    """An HTTP server answering GET /health, and any GET or POST with
+    "<name> <method> <path>"; /slow?seconds=N answers after N seconds. A
+    backend named hangup* hangs up on every request but health checks."""
 
     def __init__(self, name):
         self.name = name
@@ -241,23 +254,25 @@ class LoadBalancer:
         return dict(os.environ, STATS_PASSWORD=self.settings.stats_password)
 
     def start(self):
-        subprocess.run(self.watcher_command('--once'), env=self._env(),
-                       check=True, capture_output=True, timeout=30)
+        # HAProxy starts with no service (as after `lb_watcher.py --once`
+        # on an empty registry); the watcher brings it up to date.
+        self.config.write_text(render({}, self.settings).text)
+        Path(self.settings.state_file).write_text('1\n')
         with open(self.haproxy_log, 'ab') as log:
             self.haproxy = subprocess.Popen(
                 [self.haproxy_bin, '-W', '-S', str(self.dir / 'master.sock'),
                  '-f', str(self.config), '-p', str(self.master_pid_file)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        wait_for_port(self.port)
         with open(self.watcher_log, 'ab') as log:
             self.watcher = subprocess.Popen(
                 self.watcher_command('--pid-file', str(self.watcher_pid_file),
                                      *self.watcher_args),
                 env=self._env(), stdout=log, stderr=log,
                 stdin=subprocess.DEVNULL)
-        if wait_until(self.watcher_pid_file.exists, 10) is None:
-            raise RuntimeError(f'the watcher did not start:\n'
-                               f'{self.watcher_log.read_text()}')
+        wait_for_port(self.port)
+        if wait_until(lambda: 'watching' in self.watcher_log.read_text(),
+                      10) is None:
+            raise RuntimeError(f'the watcher did not start:\n{self.logs()}')
         return self
 
     def stop(self):
@@ -266,21 +281,23 @@ class LoadBalancer:
         if self.haproxy is not None:
             stop_process(self.haproxy)
 
-    def get(self, path, timeout=5, **kwargs):
+    def get(self, path, timeout=5, headers=None):
+        """GET on a new connection (no keep-alive race with a reload)."""
+        headers = dict(headers or {}, Connection='close')
         return self.http.request('GET', self.url + path, timeout=timeout,
-                                 **kwargs)
+                                 headers=headers)
 
     def body(self, path):
         """The body of GET path, or None unless it answered 200."""
         try:
-            response = self.get(path, headers={'Connection': 'close'})
+            response = self.get(path)
         except urllib3.exceptions.HTTPError:
             return None
         return response.data.decode() if response.status == 200 else None
 
     def routed_to(self, path, backend_name):
         body = self.body(path)
-        return body is not None and body.startswith(backend_name + ' ')
+        return body is not None and body.startswith(f'{backend_name} GET ')
 
     def reloads(self):
         """How many reloads the watcher asked for."""
@@ -328,6 +345,7 @@ def make_lb(tmp_path, etcd_server):
 
 
 @pytest.fixture
-def lb(make_lb, etcd):
-    """A load balancer watching the session's etcd."""
+def lb(etcd, make_lb):
+    """A load balancer watching the session's etcd (stopped before the
+    registry is emptied)."""
     return make_lb()

@@ -371,6 +371,20 @@ def filter_server_state(state, old_text, new_text):
             continue
         row = dict(zip(columns, values, strict=False))
         key = (row.get('be_name'), row.get('srv_name'))
-        if key in new and old.get(key) == new[key]:
+        if key in new and old.get(key) == new[key] \
+                and _state_matches(row, new[key]):
             kept.append(line)
     return '\n'.join(kept) + '\n'
+
+
+def _state_matches(row, definition):
+    """Whether a saved state line holds the address of the definition (a
+    state saved by an older worker during a reload may not)."""
+    host, _, port = definition.split()[0].rpartition(':')
+    if row.get('srv_port') != port:
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True  # a name: the saved address is what it resolved to
+    return row.get('srv_addr') == host

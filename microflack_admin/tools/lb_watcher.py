@@ -89,15 +89,15 @@ class Watcher:
 
     def _etcd_failed(self, exc):
         if not self._etcd_down:
-            logger.error('etcd unreachable (%s): keeping the running '
-                         'configuration, retrying', exc)
+            logger.error('registry unavailable (%s); keeping the running '
+                         'configuration and retrying', exc)
             self._etcd_down = True
         self._backoff = min(self.max_backoff, max(0.5, self._backoff * 2))
         self._wait(time.sleep, self._backoff)
 
     def _etcd_ok(self):
         if self._etcd_down:
-            logger.info('etcd reachable again')
+            logger.info('registry available again')
             self._etcd_down = False
         self._backoff = 0.0
 
