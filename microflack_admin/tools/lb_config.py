@@ -323,9 +323,9 @@ def render(tree, settings):
         lines.append(f'backend {service.backend}')
         lines.append(f'    balance {service.balance}')
         if not service.servers:
-            lines.append('    # No instance registered: the backend stays, so '
-                         'its paths answer')
-            lines.append('    # 503 (which the inter-service client retries) '
+            lines.append('    # No usable instance: the backend stays, so its '
+                         'paths answer 503')
+            lines.append('    # (which the inter-service client retries) '
                          'instead of reaching the UI.')
         for server in service.servers:
             lines.append(f'    {server.line()}')

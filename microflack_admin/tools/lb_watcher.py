@@ -133,8 +133,9 @@ class Watcher:
             ok, output = self.validate(tmp)
             if not ok:
                 if text != self._rejected_text:
-                    logger.error('HAProxy rejects the new configuration; '
-                                 'keeping the running one:\n%s', output)
+                    logger.error('haproxy -c rejects the new '
+                                 'configuration; keeping the running '
+                                 'one:\n%s', output)
                 self._rejected_text = text
                 return False
             if save_state:

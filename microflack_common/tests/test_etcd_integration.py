@@ -117,6 +117,9 @@ def test_registration_lifecycle(etcd):
 @pytest.mark.parametrize('kwargs', [
     {'name': 'bad name'}, {'instance': 'x/../y'}, {'address': 'nohost'},
     {'address': 'h:port'}, {'location': 'api'}, {'ttl': 5, 'refresh': 5},
+    {'name': 'Users'}, {'name': 'a' * 33}, {'address': '127.0.0.1:0'},
+    {'address': '127.0.0.1:65536'}, {'address': '127.0.0.1:1\n'},
+    {'location': '/a b'},
 ])
 def test_registration_rejects_bad_values(etcd, kwargs):
     values = {'name': 'users', 'instance': 'users_1', 'address': '127.0.0.1:1',

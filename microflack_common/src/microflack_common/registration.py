@@ -21,8 +21,11 @@ from .etcd_client import EtcdError, EtcdKeyNotFound
 logger = logging.getLogger(__name__)
 
 SERVICES_PREFIX = '/services'
-NAME_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
-ADDRESS_PATTERN = re.compile(r'^[A-Za-z0-9.-]+:[0-9]{1,5}$')
+# The same rules as the load balancer's, which skips anything else.
+SERVICE_PATTERN = re.compile(r'^[a-z][a-z0-9_-]{0,31}\Z')
+INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
+ADDRESS_PATTERN = re.compile(r'^[A-Za-z0-9.-]+:([0-9]{1,5})\Z')
+LOCATION_PATTERN = re.compile(r'^/[A-Za-z0-9._~/-]*\Z')
 
 
 class RegistrationError(ValueError):
@@ -32,14 +35,15 @@ class RegistrationError(ValueError):
 class Registration:
     def __init__(self, etcd, name, instance, address, location,
                  backend_options=None, ttl=50, refresh=15):
-        for label, value in (('service name', name),
-                             ('instance name', instance)):
-            if not NAME_PATTERN.match(value or ''):
-                raise RegistrationError(f'invalid {label} {value!r}')
-        if not ADDRESS_PATTERN.match(address or ''):
+        if not SERVICE_PATTERN.match(name or ''):
+            raise RegistrationError(f'invalid service name {name!r}')
+        if not INSTANCE_PATTERN.match(instance or ''):
+            raise RegistrationError(f'invalid instance name {instance!r}')
+        port = ADDRESS_PATTERN.match(address or '')
+        if not port or not 1 <= int(port.group(1)) <= 65535:
             raise RegistrationError(
                 f'invalid service address {address!r}: expected host:port')
-        if not location or not location.startswith('/'):
+        if not LOCATION_PATTERN.match(location or ''):
             raise RegistrationError(
                 f'invalid service URL {location!r}: expected /path')
         if refresh >= ttl:

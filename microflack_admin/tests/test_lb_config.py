@@ -1,0 +1,395 @@
+"""The renderer of haproxy.cfg (tools/lb_config.py): every routing rule,
+every kind of malformed registry entry, each result checked by the real
+``haproxy -c``."""
+import copy
+import subprocess
+
+import pytest
+from lb_config import (
+    BALANCE_ALGORITHMS,
+    Settings,
+    filter_server_state,
+    parse_address,
+    render,
+    server_definitions,
+)
+
+from conftest import need_binary
+
+GOOD = {'location': '/api/good', 'upstream': {'good_1': '127.0.0.1:5001'}}
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(stats_user='admin', stats_password='pa$$#word',
+                    stats_socket=str(tmp_path / 'admin.sock'),
+                    state_file=str(tmp_path / 'server-state'),
+                    bind='127.0.0.1', port=8080)
+
+
+@pytest.fixture
+def haproxy_check(tmp_path):
+    """haproxy_check(text): run ``haproxy -c`` on the text, fail if it is
+    rejected."""
+    binary = need_binary('haproxy')
+
+    def check(text):
+        path = tmp_path / 'check.cfg'
+        path.write_text(text)
+        result = subprocess.run([binary, '-c', '-f', str(path)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr + text
+    return check
+
+
+def section(text, header):
+    """The lines of one section (``backend x_backend``, ``frontend http``)."""
+    lines = text.splitlines()
+    start = lines.index(header)
+    body = []
+    for line in lines[start + 1:]:
+        if line and not line[0].isspace() and not line.startswith('#'):
+            break
+        body.append(line.strip())
+    return [line for line in body if line and not line.startswith('#')]
+
+
+SAMPLE = {
+    'ui': {'location': '/', 'upstream': {'ui_1': '127.0.0.1:5000'}},
+    'users': {'location': '/api/users',
+              'backend': {'balance': 'roundrobin'},
+              'upstream': {'users_1': '127.0.0.1:5001',
+                           'users_2': '127.0.0.1:5002'},
+              'weight': {'users_2': '256'}},
+    'api': {'location': '/api', 'upstream': {'api_1': '127.0.0.1:5003'}},
+    'socketio': {'location': '/socket.io', 'backend': {'balance': 'source'},
+                 'upstream': {'socketio_1': 'localhost:5004'}},
+}
+
+
+def test_sample_tree(settings, haproxy_check):
+    rendered = render(SAMPLE, settings)
+    assert rendered.warnings == []
+    text = rendered.text
+    frontend = section(text, 'frontend http')
+    assert 'bind 127.0.0.1:8080' in frontend
+    routing = [line for line in frontend
+               if line.startswith(('acl', 'use_backend', 'default_backend'))]
+    assert routing == [
+        # Longest locations first (/api/users before /api), then in order.
+        'acl is_users path /api/users',
+        'acl is_users path_beg /api/users/',
+        'use_backend users_backend if is_users',
+        'acl is_socketio path /socket.io',
+        'acl is_socketio path_beg /socket.io/',
+        'use_backend socketio_backend if is_socketio',
+        'acl is_api path /api',
+        'acl is_api path_beg /api/',
+        'use_backend api_backend if is_api',
+        'default_backend ui_backend',
+    ]
+    assert section(text, 'backend users_backend') == [
+        'balance roundrobin',
+        'server users_1 127.0.0.1:5001 check',
+        'server users_2 127.0.0.1:5002 check weight 256',
+    ]
+    assert section(text, 'backend socketio_backend') == [
+        'balance source', 'server socketio_1 localhost:5004 check']
+    assert section(text, 'backend ui_backend') == [
+        'balance roundrobin', 'server ui_1 127.0.0.1:5000 check']
+    haproxy_check(text)
+
+
+def test_a_location_does_not_capture_longer_names(settings):
+    text = render(SAMPLE, settings).text
+    # /api/users matches /api/users and /api/users/..., never /api/usersX.
+    assert 'path_beg /api/users\n' not in text
+    assert 'path_beg /api/users/\n' in text
+
+
+def test_defaults(settings, haproxy_check):
+    text = render({}, settings).text
+    glob = section(text, 'global')
+    defaults = section(text, 'defaults')
+    frontend = section(text, 'frontend http')
+    assert f'stats socket {settings.stats_socket} mode 600 level admin' \
+        in glob
+    assert f'server-state-file {settings.state_file}' in glob
+    for line in ('mode http', 'timeout connect 2s', 'timeout client 60s',
+                 'timeout server 60s', 'timeout tunnel 1h',
+                 'option redispatch 1', 'retries 3',
+                 'retry-on all-retryable-errors',
+                 'option httpchk GET /health',
+                 'load-server-state-from-file global'):
+        assert line in defaults
+    default_server = next(line for line in defaults
+                          if line.startswith('default-server'))
+    for word in ('inter 1s', 'fastinter 500ms', 'fall 2', 'rise 1'):
+        assert word in default_server
+    assert 'http-request disable-l7-retry if !{ method GET HEAD OPTIONS ' \
+        'PUT DELETE }' in frontend
+    assert 'stats uri /stats' in frontend
+    assert "stats auth 'admin:pa$$#word'" in frontend
+    assert not [line for line in frontend if line.startswith('acl')]
+    assert 'default_backend' not in text
+    haproxy_check(text)
+
+
+@pytest.mark.parametrize('algorithm', BALANCE_ALGORITHMS)
+def test_balance_algorithms(settings, algorithm):
+    tree = {'svc': dict(GOOD, backend={'balance': algorithm})}
+    rendered = render(tree, settings)
+    assert rendered.warnings == []
+    assert f'balance {algorithm}' in section(rendered.text,
+                                             'backend svc_backend')
+
+
+def test_unsupported_backend_options_are_skipped(settings, haproxy_check):
+    tree = {'svc': dict(GOOD, backend={'balance': 'random; rm -rf',
+                                       'maxconn': '10',
+                                       'http-request': 'deny'})}
+    rendered = render(tree, settings)
+    assert section(rendered.text, 'backend svc_backend') == [
+        'balance roundrobin', 'server good_1 127.0.0.1:5001 check']
+    assert len(rendered.warnings) == 3
+    assert any('backend/balance' in w for w in rendered.warnings)
+    assert any('backend/maxconn' in w for w in rendered.warnings)
+    haproxy_check(rendered.text)
+
+
+def test_service_without_upstream_keeps_its_route(settings, haproxy_check):
+    tree = {'ui': {'location': '/', 'upstream': {'ui_1': '127.0.0.1:5000'}},
+            'messages': {'location': '/api/messages'},
+            'tokens': {'location': '/api/tokens', 'upstream': {}}}
+    rendered = render(tree, settings)
+    assert rendered.warnings == []
+    text = rendered.text
+    for name in ('messages', 'tokens'):
+        assert f'use_backend {name}_backend if is_{name}' in text
+        assert section(text, f'backend {name}_backend') == [
+            'balance roundrobin']
+    assert '503' in text  # the comment says why the empty backend stays
+    haproxy_check(text)
+
+
+@pytest.mark.parametrize('weight, expected', [
+    ('1', ' weight 1'), ('100', ' weight 100'), ('256', ' weight 256'),
+    ('0', ''), ('257', ''), ('-1', ''), ('abc', ''), ('', ''),
+    ('10 backup', ''), ('1e2', ''), ('٣', ''), ({'x': '1'}, '')])
+def test_weights(settings, weight, expected):
+    tree = {'svc': dict(GOOD, weight={'good_1': weight})}
+    rendered = render(tree, settings)
+    assert section(rendered.text, 'backend svc_backend')[1] == \
+        f'server good_1 127.0.0.1:5001 check{expected}'
+    assert bool(rendered.warnings) == (expected == '')
+
+
+def test_weight_of_an_unknown_instance_is_ignored(settings):
+    tree = {'svc': dict(GOOD, weight={'other': '5'})}
+    rendered = render(tree, settings)
+    assert rendered.warnings == []
+    assert 'weight' not in section(rendered.text, 'backend svc_backend')[1]
+
+
+def test_trailing_slash_of_a_location(settings):
+    tree = {'svc': dict(GOOD, location='/api/good/')}
+    text = render(tree, settings).text
+    assert 'acl is_svc path /api/good\n' in text
+    assert 'acl is_svc path_beg /api/good/\n' in text
+
+
+def test_duplicate_locations_are_resolved_deterministically(settings):
+    live = {'location': '/api/x', 'upstream': {'live_1': '127.0.0.1:5001'}}
+    stale = {'location': '/api/x/'}
+    tree = {'aaa': stale, 'zzz': live, 'mmm': dict(stale)}
+    rendered = render(tree, settings)
+    # The service with instances wins over stale entries, whatever the
+    # names; the others are skipped with a warning.
+    assert 'use_backend zzz_backend if is_zzz' in rendered.text
+    assert 'aaa_backend' not in rendered.text
+    assert 'mmm_backend' not in rendered.text
+    assert len(rendered.warnings) == 2
+    reordered = dict(reversed(list(tree.items())))
+    assert render(reordered, settings) == rendered
+    # Among equals, the first name wins.
+    tree = {'bbb': dict(GOOD), 'aaa': dict(GOOD)}
+    text = render(tree, settings).text
+    assert 'aaa_backend' in text and 'bbb_backend' not in text
+
+
+def test_two_default_services(settings):
+    tree = {'ui': {'location': '/', 'upstream': {'a': '127.0.0.1:1'}},
+            'web': {'location': '/', 'upstream': {'b': '127.0.0.1:2'}}}
+    rendered = render(tree, settings)
+    assert rendered.text.count('default_backend') == 1
+    assert 'default_backend ui_backend' in rendered.text
+    assert len(rendered.warnings) == 1
+
+
+def test_render_is_pure(settings):
+    tree = copy.deepcopy(SAMPLE)
+    first = render(tree, settings)
+    assert tree == SAMPLE
+    assert render(tree, settings) == first
+
+
+@pytest.mark.parametrize('tree', [None, {}, 'junk', {'svc': 'junk'},
+                                  {'svc': {}}, {'svc': {'location': None}}])
+def test_empty_or_junk_trees_render_a_valid_config(settings, haproxy_check,
+                                                   tree):
+    rendered = render(tree, settings)
+    assert 'backend ' not in rendered.text
+    haproxy_check(rendered.text)
+
+
+MALFORMED = [
+    # (description, tree merged with a good service, text that must not
+    # appear in the config)
+    ('uppercase service name', {'Bad': GOOD}, 'Bad_backend'),
+    ('service name with a space', {'a b': GOOD}, 'a b'),
+    ('service name with a dot', {'a.b': GOOD}, 'a.b_backend'),
+    ('service name too long', {'s' * 33: GOOD}, 's' * 33),
+    ('service name starting with a digit', {'1svc': GOOD}, '1svc'),
+    ('service name with a newline', {'svc\n': GOOD}, 'svc\n'),
+    ('location without a slash', {'svc': dict(GOOD, location='api')},
+     'svc_backend'),
+    ('location with a space', {'svc': dict(GOOD, location='/a b')},
+     'svc_backend'),
+    ('location with a quote', {'svc': dict(GOOD, location="/a'b")},
+     'svc_backend'),
+    ('location with a hash', {'svc': dict(GOOD, location='/a#b')},
+     'svc_backend'),
+    ('location with a newline',
+     {'svc': dict(GOOD, location='/a\nbackend x')}, 'svc_backend'),
+    ('location with a brace', {'svc': dict(GOOD, location='/a}')},
+     'svc_backend'),
+    ('location with a percent sign', {'svc': dict(GOOD, location='/a%20')},
+     'svc_backend'),
+    ('location with a double slash', {'svc': dict(GOOD, location='/a//b')},
+     'svc_backend'),
+    ('location that is a directory', {'svc': dict(GOOD, location={})},
+     'svc_backend'),
+    ('location shadowed by the stats page',
+     {'svc': dict(GOOD, location='/stats/x')}, 'svc_backend'),
+    ('location too long', {'svc': dict(GOOD, location='/' + 'a' * 300)},
+     'svc_backend'),
+    ('no location', {'svc': {'upstream': GOOD['upstream']}}, 'svc_backend'),
+    ('service that is a value', {'svc': '/api/svc'}, 'svc_backend'),
+    ('upstream that is a value', {'svc': dict(GOOD, upstream='1.2.3.4:5')},
+     '1.2.3.4'),
+    ('backend that is a value', {'svc': dict(GOOD, backend='source')},
+     'balance source'),
+    ('weight that is a value', {'svc': dict(GOOD, weight='5')}, 'weight 5'),
+]
+BAD_INSTANCES = ['-leading-dash', 'a b', 'a;b', 'a\nb', 'a' * 64, 'a/b',
+                 'a:b', "a'b", '']
+BAD_ADDRESSES = [
+    '127.0.0.1', '127.0.0.1:', ':80', '127.0.0.1:0', '127.0.0.1:65536',
+    '127.0.0.1:99999999', '127.0.0.1:-1', '127.0.0.1:+80', '127.0.0.1:8O',
+    '999.1.1.1:80', '1.2.3:80', '01.2.3.4:80', '[::1]:80', '::1:80',
+    'host name:80', 'host_name:80', '-host:80', 'host-:80', 'a..b:80',
+    '127.0.0.1:80 backup', '127.0.0.1:80\n', 'ünicode:80', 'h\x00:80',
+    '127.0.0.1:٨٠', 'a' * 64 + '.com:80', '', None, {'x': 'y'},
+    'unix@/tmp/sock:80', 'ipv4@127.0.0.1:80',
+]
+for name in BAD_INSTANCES:
+    MALFORMED.append((f'instance name {name!r}',
+                      {'bad': {'location': '/bad',
+                               'upstream': {name: '127.0.0.1:5009'}}},
+                      '127.0.0.1:5009'))
+for address in BAD_ADDRESSES:
+    MALFORMED.append((f'address {address!r}',
+                      {'bad': {'location': '/bad',
+                               'upstream': {'bad_1': address}}},
+                      'bad_1'))
+
+
+@pytest.mark.parametrize('description, entry, absent', MALFORMED,
+                         ids=[case[0] for case in MALFORMED])
+def test_malformed_entries_are_skipped(settings, haproxy_check, description,
+                                       entry, absent):
+    tree = {'good': GOOD, **entry}
+    rendered = render(tree, settings)
+    assert rendered.warnings, description
+    assert absent not in rendered.text
+    # The good service is still routed.
+    assert 'use_backend good_backend if is_good' in rendered.text
+    assert 'server good_1 127.0.0.1:5001 check' in rendered.text
+    haproxy_check(rendered.text)
+
+
+@pytest.mark.parametrize('address, expected', [
+    ('127.0.0.1:80', ('127.0.0.1', 80)),
+    ('10.0.0.1:65535', ('10.0.0.1', 65535)),
+    ('localhost:1', ('localhost', 1)),
+    ('Users-1.Example.com:5000', ('users-1.example.com', 5000)),
+    ('127.0.0.1:080', ('127.0.0.1', 80)),
+])
+def test_good_addresses(address, expected):
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize('changes', [
+    {'bind': '0.0.0.0 ssl'}, {'bind': 'localhost'}, {'bind': '::1'},
+    {'port': 0}, {'port': 70000}, {'port': '80'}, {'port': True},
+    {'stats_user': ''}, {'stats_user': 'a:b'}, {'stats_user': 'a b'},
+    {'stats_password': ''}, {'stats_password': "it's"},
+    {'stats_password': 'a b'}, {'stats_password': 'a\nb'},
+    {'stats_socket': 'relative.sock'}, {'state_file': '/tmp/a b'},
+])
+def test_bad_settings_are_refused(settings, changes):
+    values = dict(settings.__dict__, **changes)
+    with pytest.raises(ValueError):
+        Settings(**values)
+
+
+STATE = '''1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state \
+srv_uweight srv_iweight srv_time_since_last_change srv_check_status \
+srv_check_result srv_check_health srv_check_state srv_agent_state \
+bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl \
+srv_check_port srv_check_addr srv_agent_addr srv_agent_port
+3 a_backend 1 a_1 127.0.0.1 0 0 1 1 5 8 2 0 6 0 0 0 - 5001 - 0 0 - - 0
+3 a_backend 2 a_2 127.0.0.1 2 0 1 1 5 8 2 0 6 0 0 0 - 5002 - 0 0 - - 0
+4 b_backend 1 b_1 127.0.0.1 0 0 1 1 5 8 2 0 6 0 0 0 - 5003 - 0 0 - - 0
+
+'''
+
+
+def test_server_state_is_kept_only_for_unchanged_servers(settings):
+    old = render({'a': {'location': '/a', 'upstream': {
+        'a_1': '127.0.0.1:5001', 'a_2': '127.0.0.1:5002'}},
+        'b': {'location': '/b', 'upstream': {'b_1': '127.0.0.1:5003'}}},
+        settings).text
+    # a_1 unchanged, a_2 moved to another port, b_1 gone, c new.
+    new = render({'a': {'location': '/a', 'upstream': {
+        'a_1': '127.0.0.1:5001', 'a_2': '127.0.0.1:6002'}},
+        'c': {'location': '/c', 'upstream': {'c_1': '127.0.0.1:5004'}}},
+        settings).text
+    assert server_definitions(new)[('a_backend', 'a_2')] == \
+        '127.0.0.1:6002 check'
+    kept = filter_server_state(STATE, old, new).splitlines()
+    assert kept[0] == '1'
+    assert kept[1].startswith('# be_id')
+    assert [line.split()[3] for line in kept[2:]] == ['a_1']
+
+
+def test_server_state_must_hold_the_configured_address(settings):
+    text = render({'a': {'location': '/a', 'upstream': {
+        'a_1': '127.0.0.2:5001', 'a_2': '127.0.0.1:5009'}}}, settings).text
+    # a_1: same port, other address; a_2: other port.
+    assert filter_server_state(STATE, text, text).splitlines()[2:] == []
+
+
+def test_server_state_dropped_when_the_weight_changes(settings):
+    tree = {'a': {'location': '/a', 'upstream': {'a_1': '127.0.0.1:5001'}}}
+    old = render(tree, settings).text
+    tree['a']['weight'] = {'a_1': '200'}
+    new = render(tree, settings).text
+    assert filter_server_state(STATE, old, new).splitlines()[2:] == []
+
+
+@pytest.mark.parametrize('state', ['', 'junk\n', '2\n# be_id\n1 2 3\n'])
+def test_unreadable_server_state_is_dropped(settings, state):
+    text = render(SAMPLE, settings).text
+    assert filter_server_state(state, text, text) == ''

@@ -1,0 +1,165 @@
+"""bin/mflb: start, stop, status, reload of the load balancer, with a
+private MF_HOME, the session's etcd and a free port on 127.0.0.1."""
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from conftest import ADMIN, free_port, wait_for_port, wait_until
+
+MFLB = ADMIN / 'bin' / 'mflb'
+ROOT = ADMIN.parent
+
+
+def wheelhouse():
+    """The test command's wheelhouse (it holds microflack_common)."""
+    for path in (os.environ.get('WHEELHOUSE'),
+                 str(ROOT / '.test-home' / 'wheelhouse')):
+        if path and list(Path(path).glob('microflack_common-*.whl')):
+            return path
+    pytest.fail('no wheelhouse with microflack_common: run '
+                'microflack_admin/bin/mfbuild common')
+
+
+def environment(mf_home, etcd_url, **changes):
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(('LB', 'STATS_', 'MICROFLACK_', 'ETCD'))}
+    env.update(MF_HOME=str(mf_home), WHEELHOUSE=wheelhouse(), ETCD=etcd_url,
+               LB_BIND='127.0.0.1', LB_PORT=str(free_port()),
+               STATS_USER='admin', STATS_PASSWORD='pass#word:1')
+    env.update(changes)
+    return {name: value for name, value in env.items() if value is not None}
+
+
+def mflb(env, *args):
+    return subprocess.run([str(MFLB), *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def pid_in(path):
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as file:
+            return file.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(scope='module')
+def lb_env(tmp_path_factory, etcd_server):
+    """An environment for mflb; whatever it started is stopped after."""
+    mf_home = tmp_path_factory.mktemp('mf_home')
+    env = environment(mf_home, etcd_server.url)
+    yield env
+    mflb(env, 'stop')
+    for name in ('watcher.pid', 'haproxy.pid'):
+        pid = pid_in(mf_home / 'lb' / name)
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize('args', [(), ('bogus',), ('start', 'extra'),
+                                  ('--help',), ('stop', 'now')])
+def test_bad_arguments(tmp_path, etcd_server, args):
+    result = mflb(environment(tmp_path, etcd_server.url), *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith('usage: mflb start|stop|status|reload')
+    assert not (tmp_path / 'lb').exists()
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'STATS_PASSWORD': None}, 'STATS_PASSWORD'),
+    ({'STATS_USER': ''}, 'STATS_USER'),
+    ({'LB_PORT': '70000'}, 'LB_PORT'),
+    ({'LB_PORT': 'http'}, 'LB_PORT'),
+])
+def test_start_refuses_missing_settings(tmp_path, etcd_server, changes,
+                                        message):
+    env = environment(tmp_path, etcd_server.url, **changes)
+    result = mflb(env, 'start')
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (tmp_path / 'lb').exists()
+    assert not (tmp_path / 'admin-venv').exists()
+
+
+def test_start_twice_then_stop(lb_env, etcd, backends):
+    home = lb_env['MF_HOME']
+    port = int(lb_env['LB_PORT'])
+    first = mflb(lb_env, 'start')
+    assert first.returncode == 0, first.stderr
+    wait_for_port(port)
+    status = mflb(lb_env, 'status')
+    assert status.returncode == 0, status.stdout
+    assert f'on 127.0.0.1:{port}' in status.stdout
+    lb_dir = Path(home, 'lb')
+    haproxy = pid_in(lb_dir / 'haproxy.pid')
+    watcher = pid_in(lb_dir / 'watcher.pid')
+    assert alive(haproxy) and alive(watcher)
+
+    # It routes what the registry says.
+    backend = backends('users_1')
+    etcd.set('/services/users/location', '/api/users')
+    etcd.set('/services/users/upstream/users_1', backend.address)
+    http = urllib3.PoolManager(retries=False)
+
+    def routed():
+        try:
+            response = http.request(
+                'GET', f'http://127.0.0.1:{port}/api/users', timeout=2,
+                headers={'Connection': 'close'})
+        except urllib3.exceptions.HTTPError:
+            return False
+        return response.data == b'users_1 GET /api/users\n'
+    assert wait_until(routed, 5) is not None
+    auth = urllib3.make_headers(basic_auth='admin:pass#word:1')
+    assert http.request('GET', f'http://127.0.0.1:{port}/stats',
+                        headers=auth).status == 200
+
+    second = mflb(lb_env, 'start')
+    assert second.returncode == 0, second.stderr
+    assert 'already running' in second.stderr
+    assert pid_in(lb_dir / 'haproxy.pid') == haproxy
+    assert pid_in(lb_dir / 'watcher.pid') == watcher
+
+    log = Path(home, 'logs', 'lb.log')
+    reloads = log.read_text().count(' reloading')
+    assert mflb(lb_env, 'reload').returncode == 0
+    assert wait_until(lambda: log.read_text().count(' reloading') > reloads,
+                      5) is not None
+
+    stop = mflb(lb_env, 'stop')
+    assert stop.returncode == 0, stop.stderr
+    assert not alive(haproxy) and not alive(watcher)
+    assert mflb(lb_env, 'status').returncode == 3
+    again = mflb(lb_env, 'stop')
+    assert again.returncode == 0 and 'not running' in again.stderr
+    assert mflb(lb_env, 'reload').returncode == 1
+
+
+def test_start_fails_cleanly_when_the_port_is_taken(lb_env):
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(lb_env, LB_PORT=str(port))
+        start = time.monotonic()
+        result = mflb(env, 'start')
+        assert result.returncode == 1
+        assert 'HAProxy did not start' in result.stderr
+        assert time.monotonic() - start < 5
+    status = mflb(env, 'status')
+    assert status.returncode == 3
+    assert 'haproxy: not running' in status.stdout
+    assert 'watcher: not running' in status.stdout

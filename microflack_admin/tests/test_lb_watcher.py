@@ -1,0 +1,342 @@
+"""The load balancer's watcher (tools/lb_watcher.py) with a real etcd, a
+real HAProxy in master-worker mode and real HTTP backends, all on
+127.0.0.1."""
+import signal
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import urllib3
+from lb_watcher import Watcher
+
+from conftest import Etcd, wait_until
+from microflack_common.etcd_client import EtcdEventIndexCleared, EtcdTimeout
+
+
+def register(etcd, service, location, *backends, balance=None):
+    etcd.set(f'/services/{service}/location', location)
+    if balance:
+        etcd.set(f'/services/{service}/backend/balance', balance)
+    for backend in backends:
+        etcd.set(f'/services/{service}/upstream/{backend.name}',
+                 backend.address, ttl=50)
+
+
+class SteadyClient:
+    """GETs a path in a loop on a thread, counting answers per backend and
+    failures (anything but a 200)."""
+
+    def __init__(self, lb, path):
+        self.lb, self.path = lb, path
+        self.counts, self.failures = {}, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                response = self.lb.get(self.path, timeout=10)
+            except urllib3.exceptions.HTTPError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if response.status != 200:
+                self.failures.append(response.status)
+                continue
+            name = response.data.decode().split()[0]
+            self.counts[name] = self.counts.get(name, 0) + 1
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_registration_is_routed_within_one_second(lb, etcd, backends):
+    users = backends('users_1')
+    start = time.monotonic()
+    register(etcd, 'users', '/api/users', users)
+    took = wait_until(lambda: lb.routed_to('/api/users/1', 'users_1'), 5)
+    assert took is not None, lb.logs()
+    assert time.monotonic() - start < 1.0, lb.logs()
+    assert lb.body('/api/users') == 'users_1 GET /api/users\n'
+    # /api/usersX is not below /api/users: with no default service, 503.
+    assert lb.get('/api/usersX').status == 503
+
+
+def test_two_upstreams_both_get_traffic(lb, etcd, backends):
+    first, second = backends('users_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', first, second)
+    seen = set()
+    assert wait_until(lambda: seen.add(lb.body('/api/users/')) or
+                      {'users_1 GET /api/users/\n', 'users_2 GET /api/users/\n'}
+                      <= seen, 5) is not None, lb.logs()
+
+
+def test_routing_and_default_backend(lb, etcd, backends):
+    ui, users = backends('ui_1'), backends('users_1')
+    register(etcd, 'ui', '/', ui)
+    register(etcd, 'users', '/api/users', users)
+    assert wait_until(lambda: lb.routed_to('/api/users/1', 'users_1'),
+                      5) is not None
+    assert lb.body('/') == 'ui_1 GET /\n'
+    assert lb.body('/static/app.js') == 'ui_1 GET /static/app.js\n'
+    assert lb.body('/api/usersX') == 'ui_1 GET /api/usersX\n'
+
+
+def test_balance_source(lb, etcd, backends):
+    first, second = backends('socketio_1'), backends('socketio_2')
+    register(etcd, 'socketio', '/socket.io', first, second, balance='source')
+    assert wait_until(lambda: lb.body('/socket.io/') is not None,
+                      5) is not None
+    assert wait_until(lambda: 'balance source' in lb.config.read_text(), 5)
+    # Sticky: one client address always reaches the same instance.
+    bodies = {lb.body('/socket.io/') for _ in range(20)}
+    assert len(bodies) == 1
+
+
+def test_deleted_upstream_leaves_the_rotation(lb, etcd, backends):
+    first, second = backends('users_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', first, second)
+    seen = set()
+    assert wait_until(lambda: seen.add(lb.body('/api/users')) or
+                      len(seen) == 2, 5) is not None
+    etcd.delete('/services/users/upstream/users_2')
+    took = wait_until(lambda: {lb.body('/api/users') for _ in range(10)}
+                      == {'users_1 GET /api/users\n'}, 5)
+    assert took is not None and took < 1.0, lb.logs()
+
+
+def test_killed_backend_is_out_within_three_seconds(lb, etcd, backends):
+    first, second = backends('users_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', first, second)
+    assert wait_until(lambda: lb.server_states().get(
+        ('users_backend', 'users_2')) == 2, 5) is not None, lb.logs()
+    with SteadyClient(lb, '/api/users/x') as client:
+        time.sleep(0.5)
+        assert set(client.counts) == {'users_1', 'users_2'}
+        second.kill()  # no deregistration: the key stays in etcd
+        took = wait_until(lambda: lb.server_states().get(
+            ('users_backend', 'users_2')) == 0, 5, 0.02)
+        before = dict(client.counts)
+        time.sleep(0.5)
+    assert took is not None and took < 3.0, lb.logs()
+    print(f'killed backend out of rotation after {took:.2f} s, '
+          f'{sum(client.counts.values())} requests, no failure')
+    assert client.failures == [], lb.logs()
+    assert client.counts['users_1'] > before['users_1']
+    assert client.counts['users_2'] == before['users_2']
+
+
+def test_down_server_stays_down_across_a_reload(lb, etcd, backends):
+    first, second = backends('users_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', first, second)
+    assert wait_until(lambda: lb.server_states().get(
+        ('users_backend', 'users_2')) == 2, 5) is not None
+    second.kill()
+    assert wait_until(lambda: lb.server_states().get(
+        ('users_backend', 'users_2')) == 0, 5) is not None
+    reloads = lb.reloads()
+    # A new service sorts first, so backend ids change with the reload.
+    register(etcd, 'aaa', '/aaa', backends('aaa_1'))
+    assert wait_until(lambda: lb.routed_to('/aaa', 'aaa_1'), 5) is not None
+    assert lb.reloads() > reloads
+    assert lb.server_states()[('users_backend', 'users_2')] == 0
+
+
+def test_only_idempotent_requests_are_replayed(lb, etcd, backends):
+    # users_1 takes requests and hangs up without answering.
+    hangup, users = backends('hangup_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', hangup, users)
+    assert wait_until(lambda: lb.server_states().get(
+        ('users_backend', 'hangup_1')) == 2, 5) is not None, lb.logs()
+    for _ in range(4):
+        assert lb.body('/api/users') == 'users_2 GET /api/users\n'
+    posts = [lb.http.request('POST', lb.url + '/api/users', body=b'{}',
+                             headers={'Connection': 'close'}, timeout=5)
+             for _ in range(4)]
+    # A POST that reached hangup_1 is not sent again: the client gets a
+    # 502 and decides.
+    assert {p.status for p in posts} == {200, 502}
+    assert {p.data for p in posts if p.status == 200} == \
+        {b'users_2 POST /api/users\n'}
+
+
+def test_request_in_flight_survives_a_reload(lb, etcd, backends):
+    slow = backends('slow_1')
+    register(etcd, 'slow', '/slow', slow)
+    assert wait_until(lambda: lb.routed_to('/slow?seconds=0', 'slow_1'),
+                      5) is not None
+    result = {}
+
+    def request():
+        response = lb.get('/slow?seconds=1', timeout=10)
+        result['status'] = response.status
+        result['body'] = response.data.decode()
+    thread = threading.Thread(target=request)
+    thread.start()
+    time.sleep(0.3)
+    reloads = lb.reloads()
+    register(etcd, 'other', '/other', backends('other_1'))
+    assert wait_until(lambda: lb.routed_to('/other', 'other_1'),
+                      5) is not None
+    assert lb.reloads() > reloads
+    thread.join(10)
+    assert result == {'status': 200, 'body': 'slow_1 GET /slow\n'}
+
+
+def test_malformed_entry_is_skipped(lb, etcd, backends):
+    users = backends('users_1')
+    register(etcd, 'users', '/api/users', users)
+    assert wait_until(lambda: lb.routed_to('/api/users', 'users_1'),
+                      5) is not None
+    etcd.set('/services/users/upstream/evil', '127.0.0.1:80 backup\nlisten x')
+    etcd.set('/services/bad name/location', '/bad')
+    etcd.set('/services/worse/location', '/worse path')
+    assert wait_until(lambda: 'evil' in lb.watcher_log.read_text() and
+                      'worse' in lb.watcher_log.read_text(), 5) is not None
+    assert lb.routed_to('/api/users', 'users_1')
+    # The watcher still follows the registry.
+    register(etcd, 'tokens', '/api/tokens', backends('tokens_1'))
+    assert wait_until(lambda: lb.routed_to('/api/tokens', 'tokens_1'),
+                      5) is not None, lb.logs()
+    text = lb.config.read_text()
+    assert 'evil' not in text and 'worse' not in text
+    assert 'rejects' not in lb.watcher_log.read_text()
+
+
+def test_stats_page_needs_the_credentials(lb):
+    assert lb.get('/stats').status == 401
+    headers = urllib3.make_headers(basic_auth='admin:wrong')
+    assert lb.get('/stats', headers=headers).status == 401
+    headers = urllib3.make_headers(basic_auth='admin:s3cret:pass')
+    response = lb.get('/stats', headers=headers)
+    assert response.status == 200
+    assert b'Statistics Report' in response.data
+
+
+def test_service_without_upstream_answers_503(lb, etcd, backends):
+    register(etcd, 'ui', '/', backends('ui_1'))
+    register(etcd, 'messages', '/api/messages')
+    assert wait_until(lambda: 'messages_backend' in lb.config.read_text()
+                      and lb.routed_to('/', 'ui_1'), 5) is not None
+    time.sleep(0.2)
+    assert lb.get('/api/messages').status == 503
+    assert lb.get('/api/messages/1').status == 503
+    assert lb.body('/api/messagesX') == 'ui_1 GET /api/messagesX\n'
+
+
+def test_a_burst_of_changes_makes_few_reloads(lb, etcd, backends):
+    started = [backends(f'users_{n}') for n in range(5)]
+    reloads = lb.reloads()
+    register(etcd, 'users', '/api/users', *started)
+    assert wait_until(lambda: lb.config.read_text().count('server users_')
+                      == 5, 5) is not None
+    time.sleep(0.3)
+    # Six changes; the watcher waits 50 ms after the first one.
+    assert lb.reloads() - reloads <= 2
+
+
+def test_sighup_forces_a_reload(lb):
+    reloads = lb.reloads()
+    lb.watcher.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: lb.reloads() == reloads + 1, 5) is not None
+
+
+def test_sigterm_stops_the_watcher_at_once(lb):
+    start = time.monotonic()
+    lb.watcher.send_signal(signal.SIGTERM)
+    assert lb.watcher.wait(5) == 0
+    assert time.monotonic() - start < 1.0
+    assert not lb.watcher_pid_file.exists()
+
+
+def test_etcd_outage_keeps_the_running_config(make_lb, backends, tmp_path):
+    from microflack_common.etcd_client import EtcdClient
+    server = Etcd(tmp_path / 'etcd').start()
+    try:
+        etcd = EtcdClient([server.url])
+        lb = make_lb(server.url, ['--max-backoff', '0.5'])
+        register(etcd, 'users', '/api/users', backends('users_1'))
+        assert wait_until(lambda: lb.routed_to('/api/users', 'users_1'),
+                          5) is not None
+        server.stop()
+        assert wait_until(lambda: 'registry unavailable' in
+                          lb.watcher_log.read_text(), 5) is not None
+        time.sleep(1.0)  # several retries, logged once
+        assert lb.watcher_log.read_text().count('registry unavailable') == 1
+        assert lb.routed_to('/api/users', 'users_1')
+        server.start()
+        register(etcd, 'tokens', '/api/tokens', backends('tokens_1'))
+        assert wait_until(lambda: lb.routed_to('/api/tokens', 'tokens_1'),
+                          5) is not None, lb.logs()
+        assert 'registry available again' in lb.watcher_log.read_text()
+    finally:
+        server.stop()
+
+
+# -- the loop's decisions, with a scripted etcd ------------------------
+
+
+class ScriptedEtcd:
+    """Answers reads from a tree; each watch pops the next scripted
+    outcome (an exception to raise, or None for a change)."""
+    urls = ['http://scripted']
+
+    def __init__(self, watches):
+        self.tree, self.index, self.reads = {}, 10, 0
+        self.watches = list(watches)
+        self.watched = []
+
+    def current_index(self):
+        return self.index
+
+    def get(self, key, recursive=False):
+        self.reads += 1
+        return SimpleNamespace(to_dict=lambda: self.tree)
+
+    def watch(self, key, wait_index=None, timeout=60):
+        self.watched.append(wait_index)
+        outcome = self.watches.pop(0)
+        if outcome is not None:
+            raise outcome
+        self.index += 1
+
+
+@pytest.fixture
+def scripted(tmp_path):
+    def make(watches, haproxy='haproxy'):
+        from lb_config import Settings
+        settings = Settings(stats_user='a', stats_password='b',
+                            stats_socket=str(tmp_path / 'admin.sock'),
+                            state_file=str(tmp_path / 'state'), port=8080)
+        etcd = ScriptedEtcd(watches)
+        watcher = Watcher(etcd, settings, tmp_path / 'haproxy.cfg',
+                          haproxy=haproxy, debounce=0)
+        return etcd, watcher
+    return make
+
+
+def test_watch_resumes_after_the_index_read(scripted):
+    etcd, watcher = scripted([None, EtcdTimeout('quiet'),
+                              EtcdEventIndexCleared('too old')])
+    for _ in range(3):
+        watcher.wait_for_change(watcher.run_once())
+    # Each watch starts right after the index of the read before it.
+    assert etcd.watched == [11, 12, 12]
+    assert etcd.reads == 3
+
+
+def test_rejected_config_keeps_the_running_one(scripted, tmp_path):
+    etcd, watcher = scripted([], haproxy='false')
+    config = tmp_path / 'haproxy.cfg'
+    config.write_text('# running\n')
+    watcher.current_text = '# running\n'
+    etcd.tree = {'users': {'location': '/api/users'}}
+    watcher.run_once()
+    assert config.read_text() == '# running\n'
+    assert [p.name for p in tmp_path.iterdir()] == ['haproxy.cfg']
