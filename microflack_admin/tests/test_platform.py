@@ -17,13 +17,15 @@ SERVICES = ['ui', 'users', 'tokens', 'messages', 'socketio']
 def platform(tmp_path_factory):
     drop_test_databases()
     platform = Platform(tmp_path_factory.mktemp('mfhome'))
-    started = time.monotonic()
-    platform.setup_output = platform.run(
-        'install/setup-all-in-one.sh', timeout=900)
-    platform.setup_seconds = time.monotonic() - started
-    yield platform
-    platform.run('install/stop-all.sh', check=False)
-    drop_test_databases()
+    try:
+        started = time.monotonic()
+        platform.setup_output = platform.run(
+            'install/setup-all-in-one.sh', timeout=900)
+        platform.setup_seconds = time.monotonic() - started
+        yield platform
+    finally:
+        platform.run('install/stop-all.sh', check=False)
+        drop_test_databases()
 
 
 def snapshot(platform):

@@ -11,6 +11,7 @@ flight and exit.
 """
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -32,6 +33,44 @@ control_socket_disable = True    # gunicorn 27+: several instances per folder
 DRAIN_GRACE = env_float('DRAIN_GRACE', 1.0)
 
 _registration = None
+
+
+def _green():
+    """True in a master whose threads eventlet patched (socketio's
+    ``-k eventlet`` worker class patches the master when it is imported)."""
+    try:
+        from eventlet.patcher import is_monkey_patched
+    except ImportError:
+        return False
+    return is_monkey_patched('thread')
+
+
+class _YieldingSignalQueue:
+    """gunicorn's master waits for signals on a queue made before eventlet
+    patched threading: a blocking get() there would freeze every green
+    thread of the master (the registration refresh among them). This one
+    polls the real queue with green sleeps instead. Tied to gunicorn 25's
+    ``Arbiter.SIG_QUEUE``, the version socketio pins."""
+
+    def __init__(self, native):
+        self._native = native
+
+    def put_nowait(self, item):
+        self._native.put_nowait(item)
+
+    def get_nowait(self):
+        return self._native.get_nowait()
+
+    def get(self, block=True, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self._native.get_nowait()
+            except queue.Empty:
+                if not block or (deadline is not None
+                                 and time.monotonic() >= deadline):
+                    raise
+                time.sleep(0.05)
 
 
 def _service_config():
@@ -63,6 +102,9 @@ def when_ready(server):
         server.log.warning('ETCD or SERVICE_ADDRESS unset: not registering '
                            'this instance with the load balancer')
         return
+    if _green() and hasattr(server, 'SIG_QUEUE') \
+            and not isinstance(server.SIG_QUEUE, _YieldingSignalQueue):
+        server.SIG_QUEUE = _YieldingSignalQueue(server.SIG_QUEUE)
     etcd = EtcdClient(config['ETCD'], timeout=config['ETCD_TIMEOUT'])
     _registration = registration_from_config(etcd, config).start()
     server.log.info('registering %s (%s) at %s', config['INSTANCE_NAME'],
@@ -80,7 +122,11 @@ def _deregister_before_stopping(server, signum):
 
     def handler(sig, frame):
         signal.signal(signum, gunicorn_handler)   # a second TERM: at once
-        threading.Thread(target=drain_then_stop, daemon=True).start()
+        if _green():    # no thread start from inside eventlet's hub
+            import eventlet
+            eventlet.spawn_n(drain_then_stop)
+        else:
+            threading.Thread(target=drain_then_stop, daemon=True).start()
 
     signal.signal(signum, handler)
 

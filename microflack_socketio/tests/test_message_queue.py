@@ -1,0 +1,174 @@
+"""`updated_model` pushes through the real Redis: what users and messages
+publish (ModelPusher) reaches the clients of every socketio instance.
+
+Flask-SocketIO's test client refuses apps with a message queue, so these
+apps are served on 127.0.0.1 and real python-socketio clients connect.
+"""
+import queue
+import time
+import uuid
+
+import pytest
+import redis as redis_lib
+import socketio as socketio_lib
+
+from app import create_app
+from config import TestConfig
+from conftest import USERS_ME, answer, free_port, serving, wait_for
+from microflack_common.events import CHANNEL, ModelPusher
+from microflack_common.testing import FakeEtcd
+
+
+class Client:
+    """A python-socketio client that queues the events it receives."""
+
+    def __init__(self, url):
+        self.events = queue.Queue()
+        self.sio = socketio_lib.Client(reconnection=False)
+        for name in ('updated_model', 'expired_token'):
+            self.sio.on(name, self._recorder(name))
+        # Long polling: the development server's WebSocket support is slow
+        # to close (the gunicorn test covers WebSocket in production).
+        self.sio.connect(url, transports=['polling'], wait_timeout=5)
+
+    def _recorder(self, name):
+        def record(*args):
+            self.events.put((name, args))
+        return record
+
+    def next(self, name, timeout=5, match=lambda args: True):
+        """The next ``name`` event whose args ``match`` (others skipped:
+        the Redis may be shared)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                event, args = self.events.get(
+                    timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f'no {name} event') from None
+            if event == name and match(args):
+                return args
+
+    def received(self, name, match=lambda args: True):
+        found = []
+        while not self.events.empty():
+            event, args = self.events.get_nowait()
+            if event == name and match(args):
+                found.append(args)
+        return found
+
+
+@pytest.fixture
+def make_app(redis_address, http):
+    class QueueConfig(TestConfig):
+        REDIS = redis_address
+
+    def make():
+        return create_app(QueueConfig, etcd=FakeEtcd(), http=http)
+    return make
+
+
+@pytest.fixture
+def redis_client(redis_address):
+    host, port = redis_address.rsplit(':', 1)
+    client = redis_lib.Redis(host=host, port=int(port))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clients():
+    made = []
+
+    def connect(url):
+        client = Client(url)
+        made.append(client)
+        return client
+    yield connect
+    for client in made:
+        client.sio.disconnect()
+
+
+def listeners(redis_client):
+    return dict(redis_client.pubsub_numsub(CHANNEL))[CHANNEL.encode()]
+
+
+def marked(marker):
+    return lambda args: args[0]['model'].get('marker') == marker
+
+
+def push(redis_address, class_name, model):
+    pusher = ModelPusher.from_redis(redis_address)
+    pusher.push(class_name, model)
+    assert pusher.flush()
+
+
+def test_push_reaches_a_connected_client(make_app, clients, redis_client,
+                                         redis_address):
+    before = listeners(redis_client)
+    with serving(make_app()) as url:
+        client = clients(url)
+        # The server subscribes when its first client connects.
+        wait_for(lambda: listeners(redis_client) >= before + 1)
+        marker = uuid.uuid4().hex
+        model = {'id': 1, 'nickname': 'susan', 'marker': marker}
+        push(redis_address, 'User', model)
+        args = client.next('updated_model', match=marked(marker))
+        assert args == ({'class': 'User', 'model': model},)
+        client.sio.disconnect()
+
+
+def test_one_push_reaches_every_instance(make_app, clients, redis_client,
+                                         redis_address):
+    before = listeners(redis_client)
+    with serving(make_app()) as first_url, serving(make_app()) as second_url:
+        alice, bob = clients(first_url), clients(first_url)
+        carol = clients(second_url)
+        wait_for(lambda: listeners(redis_client) >= before + 2)
+        marker = uuid.uuid4().hex
+        model = {'id': 5, 'source': 'hi', 'html': 'hi', 'marker': marker}
+        push(redis_address, 'Message', model)
+        for client in (alice, bob, carol):
+            args = client.next('updated_model', match=marked(marker))
+            assert args == ({'class': 'Message', 'model': model},)
+        # Exactly once each.
+        time.sleep(0.3)
+        for client in (alice, bob, carol):
+            assert client.received('updated_model', marked(marker)) == []
+            client.sio.disconnect()
+
+
+def test_expired_token_stays_with_its_client(make_app, clients, http,
+                                             redis_client):
+    """A 401 answer goes to the one client, on no other instance."""
+    http.routes[('PUT', USERS_ME)] = answer(401)
+    before = listeners(redis_client)
+    with serving(make_app()) as first_url, serving(make_app()) as second_url:
+        alice, bob = clients(first_url), clients(first_url)
+        carol = clients(second_url)
+        wait_for(lambda: listeners(redis_client) >= before + 2)
+        alice.sio.emit('ping_user', 'some.expired.token')
+        assert alice.next('expired_token') == ()
+        time.sleep(0.3)
+        assert bob.received('expired_token') == []
+        assert carol.received('expired_token') == []
+        for client in (alice, bob, carol):
+            client.sio.disconnect()
+
+
+def test_events_still_work_while_redis_is_down(http, clients):
+    """Without its message queue an instance still relays events and
+    answers expired_token (which never goes through Redis); only pushes
+    are missing until Redis is back."""
+    class NoRedisConfig(TestConfig):
+        REDIS = f'127.0.0.1:{free_port()}'     # nothing listens there
+    app = create_app(NoRedisConfig, etcd=FakeEtcd(), http=http)
+    with serving(app) as url:
+        client = clients(url)
+        client.sio.emit('ping_user', 'good.token')
+        wait_for(lambda: http.calls)
+        assert http.calls[0] == ('PUT', USERS_ME, {'token': 'good.token'})
+        http.routes[('PUT', USERS_ME)] = answer(401)
+        client.sio.emit('ping_user', 'good.token')
+        assert client.next('expired_token') == ()
+        client.sio.disconnect()
