@@ -349,3 +349,31 @@ def lb(etcd, make_lb):
     """A load balancer watching the session's etcd (stopped before the
     registry is emptied)."""
     return make_lb()
+
+
+# -- the whole platform ------------------------------------------------
+
+@pytest.fixture(scope='session')
+def platform(tmp_path_factory):
+    """One platform installed by setup-all-in-one.sh for every test that
+    needs the real thing (installing one takes minutes); stopped and its
+    databases dropped at the end, even if the setup failed.
+
+    MF_TEST_PLATFORM=<MF_HOME of a running platform> reuses that one
+    instead (to iterate on tests quickly); it is left running."""
+    from mfplatform import Platform, drop_test_databases, existing_platform
+
+    if os.environ.get('MF_TEST_PLATFORM'):
+        yield existing_platform(os.environ['MF_TEST_PLATFORM'])
+        return
+    drop_test_databases()
+    platform = Platform(tmp_path_factory.mktemp('mfhome'))
+    try:
+        started = time.monotonic()
+        platform.setup_output = platform.run(
+            'install/setup-all-in-one.sh', timeout=900)
+        platform.setup_seconds = time.monotonic() - started
+        yield platform
+    finally:
+        platform.run('install/stop-all.sh', check=False)
+        drop_test_databases()

@@ -36,7 +36,7 @@ def free_port_pair():
 
 
 class Platform:
-    def __init__(self, home):
+    def __init__(self, home, settings=None):
         self.home = Path(home)
         self.env = {
             **os.environ,
@@ -47,6 +47,7 @@ class Platform:
             'LOGS_PORT': str(free_port()),
             'MF_DB_PREFIX': 'mftest_',
             'REDIS': os.environ.get('TEST_REDIS', '127.0.0.1:6379'),
+            **(settings or {}),
         }
         for name in ('LB', 'ETCD', 'WHEELHOUSE'):
             self.env.pop(name, None)
@@ -132,6 +133,18 @@ class Platform:
                             auth=(nickname, password))
         assert rv.status_code == 200, rv.text
         return rv.json()['token']
+
+
+def existing_platform(home):
+    """A platform already installed in ``home`` (its microflack.conf), for
+    iterating on tests without installing one each run."""
+    settings = {}
+    for line in (Path(home) / 'microflack.conf').read_text().splitlines():
+        name, _, value = line.partition('=')
+        if value.startswith('${') and ':-' in value:
+            settings[name] = value.split(':-', 1)[1].rstrip('}')
+    settings.pop('ETCD', None)
+    return Platform(home, settings)
 
 
 def _tree(node):

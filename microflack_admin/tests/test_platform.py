@@ -8,24 +8,9 @@ import subprocess
 import time
 
 import pytest
-from mfplatform import ADMIN, Platform, SteadyClient, drop_test_databases
+from mfplatform import ADMIN, SteadyClient
 
 SERVICES = ['ui', 'users', 'tokens', 'messages', 'socketio']
-
-
-@pytest.fixture(scope='module')
-def platform(tmp_path_factory):
-    drop_test_databases()
-    platform = Platform(tmp_path_factory.mktemp('mfhome'))
-    try:
-        started = time.monotonic()
-        platform.setup_output = platform.run(
-            'install/setup-all-in-one.sh', timeout=900)
-        platform.setup_seconds = time.monotonic() - started
-        yield platform
-    finally:
-        platform.run('install/stop-all.sh', check=False)
-        drop_test_databases()
 
 
 def snapshot(platform):
@@ -263,8 +248,12 @@ def test_etcd_dump(platform):
     assert '(ttl ' in out
 
 
-def test_mfkill_all_clears_everything(platform):
+def test_mfkill_all_clears_everything_and_setup_restores(platform):
     killed = platform.run('mfkill', 'all').stdout.split()
     assert len(killed) == len(SERVICES)
     assert platform.registry() == {}
     assert list((platform.home / 'run' / 'instances').glob('*.info')) == []
+    # The platform is shared with later tests: setup brings it back.
+    platform.run('install/setup-all-in-one.sh', timeout=900)
+    for service in SERVICES:
+        assert len(platform.instances(service)) == 1, service
