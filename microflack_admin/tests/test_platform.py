@@ -1,6 +1,8 @@
 """The whole platform on one host, as setup-all-in-one.sh installs it:
 real etcd, HAProxy, MariaDB, Redis and gunicorn, on loopback ports."""
+import base64
 import hashlib
+import json
 import os
 import signal
 import stat
@@ -180,6 +182,30 @@ def test_kill_9_one_of_two_under_load(platform):
     assert client.count > 20
     assert client.failures == []
     platform.run('mfkill', instance)     # forget the dead one
+
+
+def test_service_settings_file(platform):
+    settings = platform.home / 'config' / 'tokens.env'
+    settings.parent.mkdir(exist_ok=True)
+    settings.write_text('# shorter tokens on this host\nTOKEN_EXPIRATION=120\n')
+    try:
+        platform.run('mfkill', 'tokens')
+        platform.run('mfrun', 'tokens')
+        platform.http.post(f'{platform.lb}/api/users', timeout=10,
+                           json={'nickname': 'shortlived', 'password': 'pw'})
+        rv = platform.http.post(f'{platform.lb}/api/tokens', timeout=10,
+                                auth=('shortlived', 'pw'))
+        claims = json.loads(base64.urlsafe_b64decode(
+            rv.json()['token'].split('.')[1] + '=='))
+        assert 100 < claims['exp'] - time.time() <= 121
+        settings.write_text('not a setting\n')
+        result = platform.run('mfrun', 'tokens', check=False)
+        assert result.returncode != 0
+        assert 'not a NAME=value line' in result.stderr
+    finally:
+        settings.unlink()
+        platform.run('mfkill', 'tokens')
+        platform.run('mfrun', 'tokens')
 
 
 def test_malformed_registry_entries_are_skipped(platform):
