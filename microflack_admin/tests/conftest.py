@@ -25,14 +25,9 @@ if str(TOOLS) not in sys.path:
 from lb_config import Settings, render  # noqa: E402
 
 from microflack_common.etcd_client import EtcdClient, EtcdKeyNotFound  # noqa: E402
+from microflack_common.testing import EtcdServer, free_port  # noqa: E402
 
 # -- helpers -----------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port, timeout=10):
@@ -80,44 +75,14 @@ def need_binary(name):
 # -- etcd --------------------------------------------------------------
 
 
-class Etcd:
+class Etcd(EtcdServer):
     """A private single-node etcd; can be stopped and started again."""
 
-    def __init__(self, data_dir):
-        self.binary = need_binary('etcd')
-        self.data_dir = data_dir
-        self.port, self.peer_port = free_port(), free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.process = None
-
-    def start(self):
-        peer = f'http://127.0.0.1:{self.peer_port}'
-        self.process = subprocess.Popen(
-            [self.binary, '--enable-v2=true', '--name', 'test',
-             '--data-dir', str(self.data_dir),
-             '--listen-client-urls', self.url,
-             '--advertise-client-urls', self.url,
-             '--listen-peer-urls', peer,
-             '--initial-advertise-peer-urls', peer,
-             '--initial-cluster', f'test={peer}'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        http = urllib3.PoolManager(retries=False)
-
-        def ready():
-            try:
-                return http.request('GET', self.url + '/v2/keys/',
-                                    timeout=1).status == 200
-            except urllib3.exceptions.HTTPError:
-                return False
-        if wait_until(ready, 15, 0.05) is None:
-            self.stop()
-            pytest.fail('etcd did not start')
-        return self
-
-    def stop(self):
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
+    def start(self, timeout=15):
+        try:
+            return super().start(timeout)
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
 
 
 @pytest.fixture(scope='session')

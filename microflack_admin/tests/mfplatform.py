@@ -12,14 +12,10 @@ from pathlib import Path
 
 import requests
 
+from microflack_common.testing import free_port
+
 ADMIN = Path(__file__).resolve().parent.parent
 ROOT = ADMIN.parent
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def free_port_pair():

@@ -75,7 +75,7 @@ def test_watch_sees_change_and_times_out(etcd):
 
 
 def test_fails_over_to_next_endpoint(etcd_url):
-    from conftest import free_port
+    from microflack_common.testing import free_port
     dead = f'http://127.0.0.1:{free_port()}'
     client = EtcdClient(f'{dead},{etcd_url}')
     client.set('/services/f/location', '/f')
@@ -83,7 +83,7 @@ def test_fails_over_to_next_endpoint(etcd_url):
 
 
 def test_unreachable_raises_etcd_error():
-    from conftest import free_port
+    from microflack_common.testing import free_port
     client = EtcdClient(f'http://127.0.0.1:{free_port()}', timeout=0.5)
     with pytest.raises(EtcdError):
         client.get('/services')

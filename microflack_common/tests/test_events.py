@@ -52,7 +52,7 @@ def test_push_reaches_redis(redis_address, subscriber):
 
 
 def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
-    from conftest import free_port
+    from microflack_common.testing import free_port
     caplog.set_level(logging.INFO, logger='microflack_common.events')
     pusher = ModelPusher.from_redis(f'127.0.0.1:{free_port()}')
     start = time.monotonic()

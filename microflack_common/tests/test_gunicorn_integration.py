@@ -55,7 +55,7 @@ def wait_for(predicate, timeout=10):
 
 
 def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
-    from conftest import free_port
+    from microflack_common.testing import free_port
     port = free_port()
     etcd = EtcdClient(etcd_url)
     env = {**os.environ, 'FLASK_CONFIG': 'prod', 'ETCD': etcd_url,

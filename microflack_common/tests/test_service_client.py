@@ -99,7 +99,7 @@ def test_other_errors_not_retried(server_factory):
 
 
 def test_connection_refused_raises_after_retries():
-    from conftest import free_port
+    from microflack_common.testing import free_port
     client = ServiceClient(f'http://127.0.0.1:{free_port()}', retries=2,
                            backoff_factor=0.01)
     start = time.monotonic()

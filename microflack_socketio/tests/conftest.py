@@ -3,20 +3,22 @@ test clients connected to it; for the integration tests the real Redis the
 test command starts (TEST_REDIS, 127.0.0.1:6379 by default), a private
 etcd, and helpers to serve an app on 127.0.0.1."""
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from contextlib import contextmanager
 
 import pytest
-import urllib3
 from werkzeug.serving import make_server
 
 from app import create_app
 from config import TestConfig
-from microflack_common.testing import FakeEtcd, FakeResponse, FakeServiceClient
+from microflack_common.testing import (
+    EtcdServer,
+    FakeEtcd,
+    FakeResponse,
+    FakeServiceClient,
+)
 
 USERS_ME = '/api/users/me'
 MESSAGES = '/api/messages'
@@ -75,12 +77,6 @@ def wait_for(condition, timeout=5.0, interval=0.02):
         time.sleep(interval)
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope='session')
 def redis_address():
     """host:port of the Redis the test command started (or found)."""
@@ -110,39 +106,9 @@ def serving(app):
 @pytest.fixture(scope='session')
 def etcd_url(tmp_path_factory):
     """A private etcd (v2 API on) on 127.0.0.1 for this test session."""
-    binary = shutil.which('etcd')
-    if binary is None:
-        pytest.fail('etcd is not installed (the test command installs '
-                    'etcd-server)')
-    client, peer = free_port(), free_port()
-    data_dir = tmp_path_factory.mktemp('etcd')
-    process = subprocess.Popen(
-        [binary, '--enable-v2=true', '--name', 'test',
-         '--data-dir', str(data_dir),
-         '--listen-client-urls', f'http://127.0.0.1:{client}',
-         '--advertise-client-urls', f'http://127.0.0.1:{client}',
-         '--listen-peer-urls', f'http://127.0.0.1:{peer}',
-         '--initial-advertise-peer-urls', f'http://127.0.0.1:{peer}',
-         '--initial-cluster', f'test=http://127.0.0.1:{peer}'],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f'http://127.0.0.1:{client}'
-    http = urllib3.PoolManager()
     try:
-        def answers():
-            try:
-                return http.request('GET', url + '/v2/keys/', timeout=1,
-                                    retries=False).status == 200
-            except urllib3.exceptions.HTTPError:
-                return False
-        try:
-            wait_for(answers, timeout=15, interval=0.1)
-        except AssertionError:
-            pytest.fail('etcd did not start')
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server = EtcdServer(tmp_path_factory.mktemp('etcd')).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server.url
+    server.stop()

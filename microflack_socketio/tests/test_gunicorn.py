@@ -18,9 +18,10 @@ import pytest
 import socketio as socketio_lib
 import urllib3
 
-from conftest import free_port, wait_for
+from conftest import wait_for
 from microflack_common.etcd_client import EtcdClient
 from microflack_common.events import ModelPusher
+from microflack_common.testing import free_port
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
 GOOD, SLOW = 'good.token', 'slow.token'

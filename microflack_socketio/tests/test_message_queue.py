@@ -14,9 +14,9 @@ import socketio as socketio_lib
 
 from app import create_app
 from config import TestConfig
-from conftest import USERS_ME, answer, free_port, serving, wait_for
+from conftest import USERS_ME, answer, serving, wait_for
 from microflack_common.events import CHANNEL, ModelPusher
-from microflack_common.testing import FakeEtcd
+from microflack_common.testing import FakeEtcd, free_port
 
 
 class Client:

@@ -10,9 +10,15 @@
 - :func:`migrate_test_database`, :func:`empty_tables`, :func:`reset_fakes`:
   a test database whose schema comes from the service's migrations, and a
   clean state between tests.
+- :class:`EtcdServer`, :func:`free_port`, :func:`wait_for_port`,
+  :func:`wait_until`: real servers on loopback for integration tests.
 """
 import base64
 import json
+import os
+import shutil
+import socket
+import subprocess
 import time
 
 from .etcd_client import EtcdError, EtcdKeyNotFound, Node
@@ -265,3 +271,86 @@ def reset_fakes(app):
         platform.etcd.reset()
     if isinstance(platform.pusher, RecordingPusher):
         platform.pusher.pushes.clear()
+
+
+def free_port(host='127.0.0.1'):
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Call ``predicate`` until it returns something true (returned) or
+    ``timeout`` seconds pass (None)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(interval)
+
+
+def wait_for_port(port, host='127.0.0.1', timeout=10):
+    def listening():
+        try:
+            socket.create_connection((host, port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+    if not wait_until(listening, timeout):
+        raise RuntimeError(f'nothing listens on {host}:{port}')
+
+
+class EtcdServer:
+    """A private single-node etcd (v2 API on) on loopback, with its data in
+    ``data_dir``; can be stopped and started again."""
+
+    def __init__(self, data_dir, binary=None):
+        self.binary = binary or shutil.which('etcd') or (
+            '/usr/bin/etcd' if os.access('/usr/bin/etcd', os.X_OK) else None)
+        if self.binary is None:
+            raise RuntimeError('etcd is not installed (setup-host.sh '
+                               'installs etcd-server)')
+        self.data_dir = str(data_dir)
+        self.port, self.peer_port = free_port(), free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.process = None
+
+    def start(self, timeout=15):
+        import urllib3
+        peer = f'http://127.0.0.1:{self.peer_port}'
+        self.process = subprocess.Popen(
+            [self.binary, '--enable-v2=true', '--name', 'test',
+             '--data-dir', self.data_dir,
+             '--listen-client-urls', self.url,
+             '--advertise-client-urls', self.url,
+             '--listen-peer-urls', peer,
+             '--initial-advertise-peer-urls', peer,
+             '--initial-cluster', f'test={peer}'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        http = urllib3.PoolManager(retries=False)
+
+        def ready():
+            try:
+                return http.request('GET', self.url + '/v2/keys/',
+                                    timeout=1).status == 200
+            except urllib3.exceptions.HTTPError:
+                return False
+        if not wait_until(ready, timeout):
+            self.stop()
+            raise RuntimeError('etcd did not start')
+        return self
+
+    def stop(self, timeout=10):
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
