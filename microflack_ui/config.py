@@ -1,4 +1,5 @@
 """Settings of the ui service (shared ones come from microflack_common)."""
+import math
 from pathlib import Path
 
 from microflack_common import config as common
@@ -6,13 +7,24 @@ from microflack_common import config as common
 VERSION = (Path(__file__).parent / 'VERSION').read_text().strip()
 
 
+def positive(name, value):
+    if not (math.isfinite(value) and value > 0):
+        raise common.ConfigError(f'{name} must be a number above 0, '
+                                 f'got {value}')
+    return value
+
+
 class Config:
     SERVICE_NAME = 'ui'
     SERVICE_URL = common.env_str('SERVICE_URL', '/')
     VERSION = VERSION
-    # The client talks to the Socket.IO service instead of polling the REST
-    # API (SPEC section 5); rendered into the page for app.js to read.
-    UI_SOCKETIO = common.env_bool('UI_SOCKETIO', False)
+    # The client gets its updates from the Socket.IO service (SPEC section
+    # 5); UI_SOCKETIO=0: it polls the REST API every second instead.
+    # Rendered into the page for app.js to read, as is the next one.
+    UI_SOCKETIO = common.env_bool('UI_SOCKETIO', True)
+    # Seconds between two "I am online" pings of a logged-in client.
+    UI_PING_INTERVAL = positive('UI_PING_INTERVAL',
+                                common.env_float('UI_PING_INTERVAL', 30))
     # Browser cache lifetime (seconds) of static/vendor/*; their URLs carry
     # ?v=<VERSION>, so a new release is fetched anew anyway.
     UI_VENDOR_MAX_AGE = common.env_int('UI_VENDOR_MAX_AGE', 7 * 24 * 3600)

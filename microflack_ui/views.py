@@ -20,7 +20,10 @@ CONTENT_SECURITY_POLICY = '; '.join([
     "script-src 'self'",
     "style-src 'self'",
     "img-src 'self' data:",      # Bootstrap draws some icons as data: SVGs
-    "connect-src 'self'",        # REST API and, later, Socket.IO
+    # REST API and Socket.IO: CSP 3 browsers (Chromium, Firefox, Safari
+    # 15.4+) let 'self' cover WebSockets to the page's own host and port
+    # (ws: for an http: page, wss: for https:).
+    "connect-src 'self'",
     "object-src 'none'",
     "base-uri 'self'",
     "form-action 'self'",
@@ -32,7 +35,8 @@ def client_config():
     """What app.js needs to know, rendered into the page as JSON."""
     config = current_app.config
     return {'socketio': bool(config['UI_SOCKETIO']),
-            'version': config['VERSION']}
+            'version': config['VERSION'],
+            'ping_interval': config['UI_PING_INTERVAL']}
 
 
 @ui.app_template_global()

@@ -14,17 +14,22 @@
  *   4. models           User/Users, Message/Messages, Session
  *   5. Chat             the client's state and what it can do through the
  *                       REST API (log in and out, refresh, post, ping)
- *   6. transports       how updates arrive and posts and pings leave:
- *                       PollingTransport polls the REST API every second.
- *                       A SocketTransport (later) has the same interface:
- *                         start(), stop(), postMessage(source), ping()
- *                       and feeds pushes to chat.applyUpdate(class, model).
+ *   6. transports       how updates arrive and posts and pings leave,
+ *                       both with start(), stop(), postMessage(source)
+ *                       and ping():
+ *                       PollingTransport polls the REST API every second;
+ *                       SocketTransport loads the lists once through the
+ *                       REST API, then applies the Socket.IO service's
+ *                       `updated_model` pushes (chat.applyUpdate) and
+ *                       posts and pings through it (SPEC section 5).
  *   7. views            Backbone views bound to the elements of index.html
  *   8. start            reads the page's configuration and wires it all up
  *
  * The server renders its settings into <script id="microflack-config"
  * type="application/json">; they are exposed as window.MICROFLACK
- * ({socketio: bool, version: string}).
+ * ({socketio: bool, version: string, ping_interval: seconds}). With
+ * `socketio`, the page also loads socket.io-client (window.io) before this
+ * file.
  *
  * Safety: nicknames, errors and message sources are inserted as text only.
  * The one thing inserted as HTML is a message's `html`, which the messages
@@ -54,6 +59,7 @@
  *     #post-button
  *   #post-error            shown when posting failed
  *   #connection-status     shown while the server cannot be reached
+ *                          (Socket.IO mode: while the socket is down)
  *   window.MicroFlack.app  {chat, transport, pinger} of the running page
  *
  * Browser tests: the page's Content-Security-Policy forbids eval, which
@@ -77,6 +83,8 @@
     const MAX_RETRY_INTERVAL = 10000;   // polls slow down to this on errors
     const PING_INTERVAL = 30000;        // ms between two "I am online" pings
     const STORAGE_KEY = 'microflack.session';
+    const SOCKETIO_PATH = '/socket.io'; // where the Socket.IO service answers
+    const POST_TIMEOUT = 10000;         // ms to wait for post_message's ack
 
     // ------------------------------------------------------------------
     // 1. Helpers (pure functions, unit-tested in Node)
@@ -588,10 +596,16 @@
         });
         const items = (data && Array.isArray(data[name])) ? data[name] : [];
         mergeModels(collection, items);
-        const latest = latestUpdate(items);
-        if (latest !== null &&
-            (this.cursors[name] === null || latest > this.cursors[name])) {
-          this.cursors[name] = latest;
+        this.advanceCursor(name, latestUpdate(items));
+      }
+
+      /** Moves a list's cursor ('users' or 'messages') forward to
+       * `updatedAt` (never back). Pushes move it too in Socket.IO mode:
+       * after a reconnection, what was missed is asked for from there. */
+      advanceCursor(name, updatedAt) {
+        if (typeof updatedAt === 'number' &&
+            (this.cursors[name] === null || updatedAt > this.cursors[name])) {
+          this.cursors[name] = updatedAt;
         }
       }
 
@@ -699,6 +713,251 @@
 
       ping() {
         return this.chat.pingUser();
+      }
+    }
+
+    /** The chat's list (cursor) each pushed class belongs to. */
+    const PUSHED_LISTS = { User: 'users', Message: 'messages' };
+
+    /**
+     * Keeps the chat up to date through the Socket.IO service (SPEC
+     * section 5), on the page's own origin at /socket.io:
+     * - loads users and messages through the REST API once when started,
+     *   then applies the `updated_model` pushes ({class, model});
+     * - after every (re)connection (a socketio instance restarted, say)
+     *   loads again what changed meanwhile: `updated_since` the newest
+     *   update seen, minus a second (Chat.refresh and its cursors);
+     * - emits `ping_user` with the token after every (re)connection and on
+     *   ping() (the page's pinger: right after login, then every 30 s);
+     * - posts with `post_message`, which the server acknowledges once the
+     *   messages service has answered;
+     * - forgets the session on `expired_token` (REST 401s still do too);
+     * - reports the socket's state as the chat's 'connection' events (a
+     *   load that keeps failing counts as not connected too).
+     * socket.io-client reconnects by itself, with growing pauses.
+     *
+     * options.io           socket.io-client's io() (window.io by default;
+     *                      the unit tests give a fake socket)
+     * options.path         the Socket.IO path (/socket.io)
+     * options.postTimeout  ms to wait for the acknowledgement of a post
+     * options.retryInterval, options.maxRetryInterval
+     *                      pauses before trying a failed load again
+     * options.timers       setTimeout/clearTimeout (the global ones)
+     */
+    class SocketTransport {
+      constructor(chat, options) {
+        const opts = options || {};
+        this.chat = chat;
+        this.io = opts.io || root.io;
+        this.path = opts.path || SOCKETIO_PATH;
+        this.postTimeout = opts.postTimeout || POST_TIMEOUT;
+        this.retryInterval = opts.retryInterval || POLL_INTERVAL;
+        this.maxRetryInterval = Math.max(
+          opts.maxRetryInterval || MAX_RETRY_INTERVAL, this.retryInterval);
+        this.timers = opts.timers || root;
+        this.socket = null;
+        this.socketUp = null;      // null until the first (dis)connection
+        this.connections = 0;      // connections so far
+        // Pushes move the cursors only once the load that followed the
+        // current connection is done: until then, changes made while the
+        // socket was down may still be older than the pushes.
+        this.synced = false;
+        this.loading = null;       // the load running, if any
+        this.loadAgain = false;    // one more load was asked for meanwhile
+        this.loadFailures = 0;
+        this.loadError = null;
+        this.retryTimer = null;
+      }
+
+      start() {
+        if (this.socket) {
+          return;
+        }
+        const socket = this.io({ path: this.path });
+        this.socket = socket;
+        socket.on('connect', () => this.onConnect());
+        socket.on('disconnect', (reason) => this.onDisconnect(reason));
+        socket.on('connect_error', (error) => this.onConnectError(error));
+        socket.on('updated_model', (data) => this.onUpdatedModel(data));
+        socket.on('expired_token', () => this.onExpiredToken());
+        this.load();    // at once, even before the socket is connected
+      }
+
+      stop() {
+        const socket = this.socket;
+        this.socket = null;
+        this.synced = false;
+        this.cancelRetry();
+        if (socket) {
+          socket.off();
+          socket.disconnect();
+        }
+      }
+
+      // --- the socket's events ---
+
+      onConnect() {
+        this.socketUp = true;
+        this.connections += 1;
+        this.synced = false;
+        this.ping();    // tells this instance who we are (for disconnect)
+        this.load();    // what changed while we were not connected
+        this.updateStatus();
+      }
+
+      onDisconnect(reason) {
+        this.socketUp = false;
+        this.synced = false;
+        this.updateStatus();
+        if (reason === 'io server disconnect') {
+          // Closed by the server on purpose: socket.io-client does not
+          // come back by itself then.
+          this.reconnectLater();
+        }
+      }
+
+      onConnectError(error) {
+        this.socketUp = false;
+        this.updateStatus(error);
+        if (this.socket && this.socket.active === false) {
+          this.reconnectLater();   // refused, not retried by the client
+        }
+      }
+
+      onUpdatedModel(data) {
+        if (!data || typeof data !== 'object' || !data.model ||
+            typeof data.model !== 'object') {
+          return;
+        }
+        this.chat.applyUpdate(data.class, data.model);
+        const list = PUSHED_LISTS[data.class];
+        if (list && this.synced) {
+          this.chat.advanceCursor(list, data.model.updated_at);
+        }
+      }
+
+      onExpiredToken() {
+        this.chat.forget();
+      }
+
+      reconnectLater() {
+        const socket = this.socket;
+        this.timers.setTimeout(() => {
+          if (socket === this.socket && !socket.connected) {
+            socket.connect();
+          }
+        }, this.retryInterval);
+      }
+
+      updateStatus(error) {
+        const up = this.socketUp !== false && !this.loadError;
+        this.chat.setConnected(up, up ? null : (this.loadError || error));
+      }
+
+      // --- loading through the REST API ---
+
+      /** Brings the lists up to date. One load at a time: a load asked
+       * for meanwhile runs right after. A failed load is tried again
+       * after a pause that grows while it keeps failing. */
+      load() {
+        if (this.loading) {
+          this.loadAgain = true;
+          return this.loading;
+        }
+        this.cancelRetry();
+        this.loading = this.runLoads().finally(() => {
+          this.loading = null;
+        });
+        return this.loading;
+      }
+
+      async runLoads() {
+        let unauthorized = 0;
+        do {
+          this.loadAgain = false;
+          const connection = this.connections;
+          try {
+            await this.chat.refresh();
+            this.loadFailures = 0;
+            this.loadError = null;
+            if (this.socketUp && connection === this.connections) {
+              this.synced = true;
+            }
+          } catch (error) {
+            if (error.status === 401 && unauthorized < 1) {
+              // The token was refused and forgotten: load without it.
+              unauthorized += 1;
+              this.loadAgain = true;
+              continue;
+            }
+            this.loadFailures += 1;
+            this.loadError = error;
+            this.loadAgain = false;   // the retry will do
+            this.scheduleRetry();
+          }
+        } while (this.loadAgain && this.socket);
+        this.updateStatus();
+      }
+
+      scheduleRetry() {
+        if (!this.socket) {
+          return;
+        }
+        const delay = Math.min(
+          this.retryInterval * 2 ** (this.loadFailures - 1),
+          this.maxRetryInterval);
+        this.retryTimer = this.timers.setTimeout(() => {
+          this.retryTimer = null;
+          this.load();
+        }, delay);
+      }
+
+      cancelRetry() {
+        if (this.retryTimer !== null) {
+          this.timers.clearTimeout(this.retryTimer);
+          this.retryTimer = null;
+        }
+      }
+
+      // --- what the page sends ---
+
+      /** `ping_user` with the token, if logged in and connected (a ping
+       * follows every connection anyway). */
+      ping() {
+        const token = this.chat.session.get('token');
+        if (token && this.socket && this.socket.connected) {
+          this.socket.emit('ping_user', token);
+        }
+        return Promise.resolve();
+      }
+
+      /** `post_message`; resolves once the server acknowledged it. The
+       * message itself arrives as a push. Rejects with an ApiError: 0
+       * when not connected or unanswered, 401 when the server answered
+       * with `expired_token` (logged out). */
+      postMessage(source) {
+        const token = this.chat.session.get('token');
+        const socket = this.socket;
+        if (!token) {
+          return Promise.reject(new ApiError(401, 'Not logged in.', null));
+        }
+        if (!socket || !socket.connected) {
+          return Promise.reject(
+            new ApiError(0, 'The server cannot be reached.', null));
+        }
+        return new Promise((resolve, reject) => {
+          const timer = this.timers.setTimeout(() => {
+            reject(new ApiError(0, 'No answer from the server.', null));
+          }, this.postTimeout);
+          socket.emit('post_message', { source }, token, () => {
+            this.timers.clearTimeout(timer);
+            if (this.chat.session.get('token') === token) {
+              resolve(null);
+            } else {   // expired_token came first: not posted
+              reject(new ApiError(401, 'Logged out.', null));
+            }
+          });
+        });
       }
     }
 
@@ -1021,22 +1280,30 @@
 
     /** The settings the server rendered into the page. */
     function readConfig(document) {
-      const defaults = { socketio: false, version: '' };
+      const defaults = { socketio: false, version: '',
+        ping_interval: PING_INTERVAL / 1000 };
       const block = document.getElementById('microflack-config');
+      let config;
       try {
-        return Object.assign(defaults, JSON.parse(block.textContent));
+        config = Object.assign(defaults, JSON.parse(block.textContent));
       } catch (error) {
         return defaults;
       }
+      if (!(typeof config.ping_interval === 'number' &&
+            config.ping_interval > 0)) {
+        config.ping_interval = PING_INTERVAL / 1000;
+      }
+      return config;
     }
 
+    /** The Socket.IO transport when the page asks for it and loaded
+     * socket.io-client (window.io), else polling. */
     function makeTransport(chat, config) {
-      const Transport = MicroFlack.SocketTransport;   // a later addition
-      if (config.socketio && Transport) {
-        return new Transport(chat, config);
+      if (config.socketio && typeof root.io === 'function') {
+        return new SocketTransport(chat, { io: root.io });
       }
       if (config.socketio) {
-        root.console.warn('Socket.IO transport unavailable; polling instead');
+        root.console.warn('socket.io-client is missing; polling instead');
       }
       return new PollingTransport(chat);
     }
@@ -1048,10 +1315,10 @@
       const chat = new Chat();
       const transport = makeTransport(chat, config);
 
-      // While logged in, tell the users service every 30 s that we are here;
-      // a new token is announced right away.
+      // While logged in, tell the users service every 30 s (the page's
+      // ping_interval) that we are here; a new token is announced at once.
       const pinger = new Poller(() => transport.ping(),
-        { interval: PING_INTERVAL });
+        { interval: config.ping_interval * 1000 });
       chat.session.on('change:token', function () {
         pinger.stop();
         if (chat.session.isLoggedIn()) {
@@ -1073,11 +1340,12 @@
 
     const MicroFlack = {
       POLL_INTERVAL, PING_INTERVAL, MAX_RETRY_INTERVAL, STORAGE_KEY,
+      SOCKETIO_PATH, POST_TIMEOUT,
       basicAuthHeader, tokenClaims, latestUpdate, updatedSince, mergeModels,
       compareUsers, formatTime, formatFullTime, withQuery,
       ApiError, Api, Poller,
       User, Users, Message, Messages, Session, Chat,
-      PollingTransport,
+      PollingTransport, SocketTransport, makeTransport,
       UserListView, MessageView, MessageListView, SessionView, ComposerView,
       StatusView, readConfig, start,
     };

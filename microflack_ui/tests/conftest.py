@@ -17,7 +17,10 @@ def http():
 
 @pytest.fixture
 def app(etcd, http):
-    return create_app(TestConfig, etcd=etcd, http=http)
+    """The ui with its default settings (Socket.IO mode)."""
+    class DefaultConfig(TestConfig):
+        UI_SOCKETIO = True
+    return create_app(DefaultConfig, etcd=etcd, http=http)
 
 
 @pytest.fixture
@@ -26,8 +29,13 @@ def client(app):
 
 
 @pytest.fixture
-def socketio_client(etcd, http):
-    """A client of the ui configured with UI_SOCKETIO on."""
-    class SocketIOConfig(TestConfig):
-        UI_SOCKETIO = True
-    return ApiClient(create_app(SocketIOConfig, etcd=etcd, http=http))
+def polling_app(etcd, http):
+    """The ui configured with UI_SOCKETIO=0 (the client polls)."""
+    class PollingConfig(TestConfig):
+        UI_SOCKETIO = False
+    return create_app(PollingConfig, etcd=etcd, http=http)
+
+
+@pytest.fixture
+def polling_client(polling_app):
+    return ApiClient(polling_app)

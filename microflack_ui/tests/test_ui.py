@@ -6,7 +6,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-STATIC = Path(__file__).resolve().parent.parent / 'static'
+from microflack_common.testing import ApiClient
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION = (ROOT / 'VERSION').read_text().strip()
+STATIC = ROOT / 'static'
 VENDOR = STATIC / 'vendor'
 BUILD_HINT = 'static/vendor/ is missing or stale: run `npm ci && npm run build`'
 CONTENT_TYPES = {
@@ -88,26 +92,72 @@ def test_index_has_the_config_block(app, client):
     _, page = parse_page(client)
     assert page.config_text is not None
     assert json.loads(page.config_text) == {
-        'socketio': False, 'version': app.config['VERSION']}
-    assert app.config['VERSION'] == '1.0.0'
+        'socketio': True, 'version': app.config['VERSION'],
+        'ping_interval': 30}
+    assert app.config['VERSION'] == VERSION == '1.1.0'
 
 
-def test_index_config_follows_ui_socketio(socketio_client):
-    _, page = parse_page(socketio_client)
-    assert json.loads(page.config_text)['socketio'] is True
-    assert '/static/vendor/socket.io.min.js' in static_paths(page.urls)
+def test_socketio_mode_loads_the_socketio_client(client):
+    _, page = parse_page(client)
+    order = [urlsplit(url).path for url in page.urls]
+    # socket.io-client (window.io) comes before app.js, which uses it
+    assert order.index('/static/app.js') > \
+        order.index('/static/vendor/socket.io.min.js')
 
 
-def test_ui_socketio_defaults_to_false(monkeypatch):
+def test_polling_mode_does_without_the_socketio_client(polling_client):
+    rv, page = parse_page(polling_client)
+    assert json.loads(page.config_text)['socketio'] is False
+    paths = static_paths(page.urls)
+    assert '/static/app.js' in paths
+    assert not any('socket.io' in path for path in paths)
+    assert 'socket.io' not in rv.data.decode()
+
+
+@pytest.fixture
+def reload_config(monkeypatch):
+    """reload_config(**env): the config module read again with these
+    environment variables (None: unset); read again as it was after."""
     import importlib
 
     import config
-    monkeypatch.delenv('UI_SOCKETIO', raising=False)
-    assert importlib.reload(config).Config.UI_SOCKETIO is False
-    monkeypatch.setenv('UI_SOCKETIO', '1')
-    assert importlib.reload(config).Config.UI_SOCKETIO is True
-    monkeypatch.delenv('UI_SOCKETIO')
+
+    def reload(**env):
+        for name, value in env.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        return importlib.reload(config).Config
+    yield reload
+    monkeypatch.undo()
     importlib.reload(config)
+
+
+def test_ui_socketio_defaults_to_true(reload_config):
+    assert reload_config(UI_SOCKETIO=None).UI_SOCKETIO is True
+    assert reload_config(UI_SOCKETIO='0').UI_SOCKETIO is False
+    assert reload_config(UI_SOCKETIO='false').UI_SOCKETIO is False
+    assert reload_config(UI_SOCKETIO='1').UI_SOCKETIO is True
+
+
+def test_ping_interval_setting(reload_config):
+    assert reload_config(UI_PING_INTERVAL=None).UI_PING_INTERVAL == 30
+    assert reload_config(UI_PING_INTERVAL='2.5').UI_PING_INTERVAL == 2.5
+    from microflack_common.config import ConfigError
+    for bad in ('0', '-1', 'soon', 'inf', 'nan'):
+        with pytest.raises(ConfigError, match='UI_PING_INTERVAL'):
+            reload_config(UI_PING_INTERVAL=bad)
+
+
+def test_ping_interval_is_rendered_into_the_page(etcd, http):
+    from app import create_app
+    from config import TestConfig
+
+    class Config(TestConfig):
+        UI_PING_INTERVAL = 2.5
+    _, page = parse_page(ApiClient(create_app(Config, etcd=etcd, http=http)))
+    assert json.loads(page.config_text)['ping_interval'] == 2.5
 
 
 def test_service_url_defaults_to_root(app):
@@ -132,24 +182,24 @@ def test_index_references_client_and_vendor_files(client):
         order.index('/static/vendor/jquery.min.js')
 
 
-def test_every_built_vendor_file_is_referenced(socketio_client):
-    _, page = parse_page(socketio_client)
+def test_every_built_vendor_file_is_referenced(client):
+    _, page = parse_page(client)
     vendor = built_vendor_files()
     assert vendor, BUILD_HINT
     assert vendor <= static_paths(page.urls)
 
 
 @pytest.mark.parametrize('use_socketio', [False, True])
-def test_every_referenced_url_is_served(client, socketio_client,
+def test_every_referenced_url_is_served(client, polling_client,
                                         use_socketio):
-    test_client = socketio_client if use_socketio else client
+    test_client = client if use_socketio else polling_client
     _, page = parse_page(test_client)
     assert page.urls
     for url in page.urls:
         parts = urlsplit(url)
         assert not parts.scheme and not parts.netloc, url
         assert parts.path.startswith('/static/'), url
-        assert parts.query == 'v=1.0.0', url
+        assert parts.query == f'v={VERSION}', url
         rv = test_client.get(url)
         assert rv.status == 200, f'{url}: {rv.status}; {BUILD_HINT}'
         suffix = Path(parts.path).suffix
@@ -158,8 +208,8 @@ def test_every_referenced_url_is_served(client, socketio_client,
         assert rv.data
 
 
-def test_no_external_urls_in_page_and_client(client, socketio_client):
-    for test_client in (client, socketio_client):
+def test_no_external_urls_in_page_and_client(client, polling_client):
+    for test_client in (client, polling_client):
         assert not ANY_URL.search(test_client.get('/').data.decode())
     for name in ('app.js', 'app.css'):
         rv = client.get(f'/static/{name}')
@@ -179,14 +229,17 @@ def test_page_security_headers(client):
     rv = client.get('/')
     policy = rv.headers['Content-Security-Policy']
     assert "script-src 'self'" in policy
+    # 'self' covers the same origin's WebSockets (Socket.IO) too
+    assert "connect-src 'self'" in policy
     assert 'unsafe-inline' not in policy
+    assert 'unsafe-eval' not in policy
     assert rv.headers['X-Content-Type-Options'] == 'nosniff'
     assert 'no-cache' in rv.headers['Cache-Control']
 
 
 def test_vendor_files_are_cacheable(app, client):
     assert built_vendor_files(), BUILD_HINT
-    rv = client.get('/static/vendor/jquery.min.js?v=1.0.0')
+    rv = client.get(f'/static/vendor/jquery.min.js?v={VERSION}')
     assert rv.status == 200
     assert rv.response.cache_control.public
     assert rv.response.cache_control.max_age == \
@@ -196,12 +249,12 @@ def test_vendor_files_are_cacheable(app, client):
 
 @pytest.mark.parametrize('name', ['app.js', 'app.css'])
 def test_client_files_are_revalidated(client, name):
-    rv = client.get(f'/static/{name}?v=1.0.0')
+    rv = client.get(f'/static/{name}?v={VERSION}')
     assert rv.status == 200
     assert rv.response.cache_control.no_cache
     assert rv.response.cache_control.max_age is None
     etag = rv.headers['ETag']
-    again = client.get(f'/static/{name}?v=1.0.0',
+    again = client.get(f'/static/{name}?v={VERSION}',
                        headers={'If-None-Match': etag})
     assert again.status == 304
     assert again.response.cache_control.no_cache
