@@ -21,7 +21,7 @@ def socketio_options(config):
     if config.get('REDIS'):
         # The channel users and messages publish `updated_model` on.
         options['message_queue'] = redis_url(config['REDIS'])
-        options['channel'] = CHANNEL
+        options['channel'] = config.get('REDIS_CHANNEL') or CHANNEL
     return options
 
 

@@ -94,6 +94,15 @@ def ping_user(token=None, *_ignored):
     # Not refused (a relay that got no answer included): disconnect will
     # mark the user offline with it.
     session['token'] = token
+    # A client that left while the PUT was on its way was handled by
+    # on_disconnect before the token was known: mark it offline now.
+    if not still_connected():
+        relay('DELETE', USERS_ME, token)
+
+
+def still_connected():
+    server = current_app.extensions['socketio'].server
+    return server.manager.is_connected(request.sid, request.namespace or '/')
 
 
 def post_message(data=None, token=None, *_ignored):

@@ -6,7 +6,8 @@
 #
 # Settings (environment, first run only; kept in $MF_HOME/microflack.conf):
 #   MICROFLACK_IP (127.0.0.1)  LB_PORT (80)  ETCD_PORT (2379)
-#   REDIS (127.0.0.1:6379)  LOGS_PORT (1095)  MF_DB_PREFIX (microflack_)
+#   REDIS (127.0.0.1:6379)  REDIS_CHANNEL (flask-socketio)  LOGS_PORT (1095)
+#   MF_DB_PREFIX (microflack_)
 #   MF_HOME (~/.microflack)
 set -euo pipefail
 # shellcheck source=../lib/common.sh
@@ -32,6 +33,7 @@ LB_PORT=\${LB_PORT:-$LB_PORT}
 ETCD_PORT=\${ETCD_PORT:-$ETCD_PORT}
 ETCD=\${ETCD:-$ETCD}
 REDIS=\${REDIS:-$REDIS}
+REDIS_CHANNEL=\${REDIS_CHANNEL:-$REDIS_CHANNEL}
 LOGS_PORT=\${LOGS_PORT:-$LOGS_PORT}
 MF_DB_PREFIX=\${MF_DB_PREFIX:-$MF_DB_PREFIX}
 CONF

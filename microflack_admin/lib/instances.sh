@@ -125,3 +125,14 @@ wait_stopped() {
   fi
   rm -f "$INSTANCES_DIR/$instance.info"
 }
+
+lb_stats() {
+  curl -fsS --max-time 2 -u "${STATS_USER:-}:${STATS_PASSWORD:-}" "$LB/stats;csv"
+}
+
+# lb_reports_up INSTANCE: the load balancer routes to the instance (its
+# server is UP in HAProxy's statistics).
+lb_reports_up() {
+  lb_stats 2>/dev/null |
+    awk -F, -v s="$1" '$2 == s && $18 ~ /^UP/ { up = 1 } END { exit !up }'
+}

@@ -42,6 +42,8 @@ class Platform:
             'ETCD_PORT': str(free_port_pair()),
             'LOGS_PORT': str(free_port()),
             'MF_DB_PREFIX': 'mftest_',
+            # Its own pushes channel: other platforms may share the Redis.
+            'REDIS_CHANNEL': f'mftest-{os.getpid()}-{free_port()}',
             'REDIS': os.environ.get('TEST_REDIS', '127.0.0.1:6379'),
             **(settings or {}),
         }

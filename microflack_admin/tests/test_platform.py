@@ -77,7 +77,7 @@ def test_api_flow_through_the_load_balancer(platform):
     auth = {'Authorization': f'Bearer {token}'}
     rv = http.get(f'{lb}/api/users', headers=auth, timeout=10)
     assert rv.status_code == 200
-    assert [u['nickname'] for u in rv.json()['users']] == ['susan']
+    assert 'susan' in [u['nickname'] for u in rv.json()['users']]
     rv = http.post(f'{lb}/api/messages', headers=auth, timeout=10,
                    json={'source': 'hello *world*!'})
     assert rv.status_code == 201, rv.text

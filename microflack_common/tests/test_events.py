@@ -71,6 +71,20 @@ def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
     assert 'pushes resumed' in caplog.text
 
 
+def test_custom_channel(redis_address):
+    host, port = redis_address.rsplit(':', 1)
+    pubsub = redis_lib.Redis(host=host, port=int(port)).pubsub()
+    pubsub.subscribe('microflack-test-channel')
+    pubsub.get_message(timeout=1)
+    try:
+        pusher = ModelPusher.from_redis(redis_address,
+                                        'microflack-test-channel')
+        pusher.push('User', {'id': 3})
+        assert next_event(pubsub)['data'][0]['model'] == {'id': 3}
+    finally:
+        pubsub.close()
+
+
 def test_no_redis_means_no_pushes():
     assert isinstance(ModelPusher.from_redis(None), NullPusher)
     assert isinstance(ModelPusher.from_redis(''), NullPusher)

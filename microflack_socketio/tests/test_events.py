@@ -34,6 +34,17 @@ def test_ping_user_remembers_the_token_for_disconnect(connect, http):
     assert len(calls_to(http, 'DELETE', USERS_ME)) == 1
 
 
+def test_client_gone_during_the_ping_is_marked_offline(connect, http,
+                                                       monkeypatch):
+    import events
+    client = connect()
+    # The client disconnected while PUT /api/users/me was in flight.
+    monkeypatch.setattr(events, 'still_connected', lambda: False)
+    client.emit('ping_user', TOKEN)
+    assert http.calls == [('PUT', USERS_ME, {'token': TOKEN}),
+                          ('DELETE', USERS_ME, {'token': TOKEN})]
+
+
 def test_disconnect_uses_the_latest_pinged_token(connect, http):
     client = connect()
     client.emit('ping_user', TOKEN)

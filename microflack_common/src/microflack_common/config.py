@@ -68,6 +68,9 @@ class Config:
     ETCD = env_str('ETCD')
     LB = env_str('LB')
     REDIS = env_str('REDIS')
+    # Pub/sub channel of the pushes: platforms sharing a Redis each use
+    # their own.
+    REDIS_CHANNEL = env_str('REDIS_CHANNEL', 'flask-socketio')
 
     # Registry upstream key: written with this TTL, refreshed this often.
     REGISTRATION_TTL = env_int('REGISTRATION_TTL', 50)

@@ -18,7 +18,7 @@ import time
 logger = logging.getLogger(__name__)
 
 EVENT = 'updated_model'
-CHANNEL = 'flask-socketio'     # Flask-SocketIO's default channel
+CHANNEL = 'flask-socketio'     # Flask-SocketIO's default; REDIS_CHANNEL changes it
 QUEUE_LIMIT = 10000
 RETRY_INTERVAL = 1.0     # seconds between attempts while Redis is down
 
@@ -30,7 +30,7 @@ def redis_url(redis):
     return f'redis://{redis}/0'
 
 
-def _make_emitter(redis):
+def _make_emitter(redis, channel=CHANNEL):
     """Flask-SocketIO's write-only emitter on a Redis manager that reports
     a failed publish by raising (the stock one only logs it), with short
     socket timeouts so a hung Redis cannot stall the pusher thread."""
@@ -48,7 +48,7 @@ def _make_emitter(redis):
                 raise
 
     manager = ReportingRedisManager(
-        redis_url(redis), channel=CHANNEL, write_only=True,
+        redis_url(redis), channel=channel, write_only=True,
         redis_options={'socket_timeout': 2, 'socket_connect_timeout': 2})
     return SocketIO(message_queue=manager.redis_url, client_manager=manager)
 
@@ -68,12 +68,12 @@ class ModelPusher:
         self._retry_at = 0.0
 
     @classmethod
-    def from_redis(cls, redis):
-        """A pusher for the Redis at ``redis``; a no-op one when unset."""
+    def from_redis(cls, redis, channel=CHANNEL):
+        """A pusher for the Redis at ``redis`` (publishing on ``channel``,
+        the one the socketio instances listen on); a no-op one when unset."""
         if not redis:
             return NullPusher()
-
-        return cls(lambda: _make_emitter(redis))
+        return cls(lambda: _make_emitter(redis, channel or CHANNEL))
 
     def push(self, class_name, model):
         self._ensure_thread()

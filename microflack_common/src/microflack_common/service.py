@@ -103,7 +103,8 @@ def init_service(app, etcd=None, http=None, pusher=None):
             read_timeout=config['HTTP_READ_TIMEOUT'],
             retries=config['HTTP_RETRIES'])
     if pusher is None:
-        pusher = ModelPusher.from_redis(config.get('REDIS'))
+        pusher = ModelPusher.from_redis(config.get('REDIS'),
+                                        config.get('REDIS_CHANNEL'))
     app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
     register_error_handlers(app)
     app.register_blueprint(health)
