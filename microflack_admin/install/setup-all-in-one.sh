@@ -4,6 +4,11 @@
 # stream, every service built and one instance of each running. Running it
 # again changes nothing and loses nothing.
 #
+#   setup-all-in-one.sh [--docker|--native]
+#     --docker  every service runs in a container from its image (the
+#               original's way; a Docker engine is installed and started)
+#     --native  every service runs as processes from a release (default)
+#
 # Settings (environment, first run only; kept in $MF_HOME/microflack.conf):
 #   MICROFLACK_IP (127.0.0.1)  LB_PORT (80)  ETCD_PORT (2379)
 #   REDIS (127.0.0.1:6379)  REDIS_CHANNEL (flask-socketio)  LOGS_PORT (1095)
@@ -17,9 +22,27 @@ source "$MF_ADMIN/lib/daemons.sh"
 # shellcheck source=../lib/instances.sh
 source "$MF_ADMIN/lib/instances.sh"
 
-[ $# -eq 0 ] || usage "" "settings come from the environment (see the script's header)"
+usage_line="[--docker|--native]"
+runtime=
+for arg in "$@"; do
+  case "$arg" in
+    --docker) runtime=docker ;;
+    --native) runtime=native ;;
+    -h|--help) usage "$usage_line" "other settings come from the environment (see the script's header)" ;;
+    *) usage "$usage_line" "unknown option: $arg" ;;
+  esac
+done
+# The runtime of an earlier run stays unless asked otherwise.
+if [ -n "$runtime" ]; then
+  export MICROFLACK_RUNTIME="$runtime"
+fi
+check_runtime
 
-"$MF_ADMIN/install/setup-host.sh"
+if [ "$MICROFLACK_RUNTIME" = docker ]; then
+  "$MF_ADMIN/install/setup-host.sh" --with-docker
+else
+  "$MF_ADMIN/install/setup-host.sh"
+fi
 
 # This host's settings: saved once, never changed by later runs.
 conf="$MF_HOME/microflack.conf"
@@ -39,6 +62,10 @@ MF_DB_PREFIX=\${MF_DB_PREFIX:-$MF_DB_PREFIX}
 CONF
   log "settings saved in $conf"
 fi
+# The runtime is the one setting a later run may change (--docker/--native).
+sed -i '/^MICROFLACK_RUNTIME=/d' "$conf"
+# shellcheck disable=SC2016 # the line expands when mfvars reads it
+printf 'MICROFLACK_RUNTIME=${MICROFLACK_RUNTIME:-%s}\n' "$MICROFLACK_RUNTIME" >> "$conf"
 
 "$MF_ADMIN/install/make-secrets.sh"
 # shellcheck source=../mfvars

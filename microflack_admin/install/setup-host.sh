@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Install the system packages MicroFlack needs on a Debian/Ubuntu host.
 # Only what is missing is installed; a second run changes nothing.
-#   setup-host.sh [--with-browser]
+#   setup-host.sh [--with-browser] [--with-docker]
 #     --with-browser  also Chromium, for the browser end-to-end tests
+#     --with-docker   also a Docker engine (started if none runs) and
+#                     debootstrap, for the Docker runtime
 set -euo pipefail
 # shellcheck source=../lib/common.sh
 source "$(dirname "$(readlink -f "$0")")/../lib/common.sh"
 
 with_browser=
+with_docker=
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=1 ;;
-    -h|--help) usage "[--with-browser]" ;;
-    *) usage "[--with-browser]" "unknown option: $arg" ;;
+    --with-docker) with_docker=1 ;;
+    -h|--help) usage "[--with-browser] [--with-docker]" ;;
+    *) usage "[--with-browser] [--with-docker]" "unknown option: $arg" ;;
   esac
 done
 
@@ -35,9 +39,14 @@ wanted=(
   "npm npm"
   "curl curl"
   "setsid util-linux"
+  "ss iproute2"
 )
 if [ -n "$with_browser" ]; then
   wanted+=("/usr/bin/chromium chromium" "fc-list fonts-dejavu-core")
+fi
+
+if [ -n "$with_docker" ]; then
+  wanted+=("/usr/sbin/dockerd docker.io" "/usr/sbin/debootstrap debootstrap")
 fi
 
 missing=()
@@ -59,11 +68,14 @@ fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   log "all system packages are present"
-  exit 0
+else
+  log "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  # Daemons are started by MicroFlack's own scripts, not by the packages.
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log "installed: ${missing[*]}"
 fi
-log "installing: ${missing[*]}"
-as_root apt-get update -qq
-# Daemons are started by MicroFlack's own scripts, not by the packages.
-as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-log "installed: ${missing[*]}"
+if [ -n "$with_docker" ]; then
+  as_root "$MF_ADMIN/install/start-docker.sh"
+fi

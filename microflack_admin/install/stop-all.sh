@@ -11,9 +11,8 @@ source "$MF_ADMIN/lib/daemons.sh"
 
 [ $# -eq 0 ] || usage ""
 
-if etcd_v2_answers "$ETCD"; then
-  "$MF_ADMIN/bin/mfkill" all >/dev/null
-fi
+# Also with etcd gone: the instances (and containers) must stop anyway.
+"$MF_ADMIN/bin/mfkill" all >/dev/null
 if [ -x "$MF_ADMIN/bin/mflb" ]; then
   "$MF_ADMIN/bin/mflb" stop
 fi

@@ -40,6 +40,14 @@ check_service() {
   is_service "$1" || die "unknown service '$1' (services: $SERVICES)"
 }
 
+# check_runtime: die unless MICROFLACK_RUNTIME is one we know.
+check_runtime() {
+  case "$MICROFLACK_RUNTIME" in
+    native|docker) ;;
+    *) die "MICROFLACK_RUNTIME must be native or docker, not '$MICROFLACK_RUNTIME'" ;;
+  esac
+}
+
 # service_dir NAME: the source folder of a service.
 service_dir() { printf '%s/microflack_%s\n' "$MF_ROOT" "$1"; }
 

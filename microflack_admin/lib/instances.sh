@@ -1,8 +1,13 @@
 # shellcheck shell=bash
-# Running service instances (native runtime): each is one gunicorn master
-# started from a release by the service's boot.sh, recorded in
-# $MF_HOME/run/instances/<instance>.info (SERVICE, TAG, PORT, PID).
+# Running service instances, recorded in $MF_HOME/run/instances/<id>.info
+# (SERVICE, TAG, PORT, RUNTIME, PID). In the native runtime an instance is
+# one gunicorn master started from a release by the service's boot.sh (PID
+# is its pid); in the Docker runtime it is a container named after the
+# instance id, started from the service's image (PID follows its log).
 # Source after common.sh and daemons.sh.
+
+# shellcheck source=images.sh
+source "$MF_ADMIN/lib/images.sh"
 
 INSTANCES_DIR="$MF_HOME/run/instances"
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -11,9 +16,14 @@ CONSOLIDATED_LOG="$MF_HOME/logs/microflack.log"
 # release_dir SERVICE TAG
 release_dir() { printf '%s/releases/%s/%s\n' "$MF_HOME" "$1" "$2"; }
 
-# builds SERVICE: the tags of a service's builds, oldest first.
+# builds SERVICE: the tags of a service's builds in this runtime (releases
+# or images), oldest first.
 builds() {
   local dir="$MF_HOME/releases/$1"
+  if [ "$MICROFLACK_RUNTIME" = docker ]; then
+    image_tags "$1"
+    return 0
+  fi
   [ -d "$dir" ] || return 0
   find "$dir" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%f\n' |
     sort -V
@@ -49,8 +59,26 @@ instances() {
   done
 }
 
+# instance_runtime INSTANCE: how it runs (records older than the Docker
+# runtime are native).
+instance_runtime() {
+  local runtime
+  runtime="$(instance_field "$1" RUNTIME)"
+  printf '%s\n' "${runtime:-native}"
+}
+
+container_running() {
+  [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/dev/null)" = true ]
+}
+
+container_stopped() { ! container_running "$1"; }
+
 instance_alive() {
   local pid
+  if [ "$(instance_runtime "$1")" = docker ]; then
+    container_running "$1"
+    return
+  fi
   pid="$(instance_field "$1" PID)"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
@@ -109,7 +137,10 @@ stop_instance() {
   service="$(instance_field "$instance" SERVICE)"
   pid="$(instance_field "$instance" PID)"
   deregister "$service" "$instance"
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if [ "$(instance_runtime "$instance")" = docker ]; then
+    # SIGTERM to the container is a stop for Docker: no restart follows.
+    docker kill --signal TERM "$instance" >/dev/null 2>&1 || true
+  elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
   fi
 }
@@ -118,7 +149,13 @@ stop_instance() {
 wait_stopped() {
   local instance="$1" pid
   pid="$(instance_field "$instance" PID)"
-  if [ -n "$pid" ] &&
+  if [ "$(instance_runtime "$instance")" = docker ]; then
+    if ! wait_until "${STOP_TIMEOUT:-15}" container_stopped "$instance"; then
+      log "$instance did not stop in time: killing it"
+    fi
+    # Its log follower ends with the container.
+    docker rm --force "$instance" >/dev/null 2>&1 || true
+  elif [ -n "$pid" ] &&
       ! wait_until "${STOP_TIMEOUT:-15}" bash -c "! kill -0 $pid"; then
     log "$instance did not stop in time: killing it"
     kill -KILL "$pid" 2>/dev/null || true

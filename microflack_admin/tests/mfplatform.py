@@ -133,6 +133,37 @@ class Platform:
         return rv.json()['token']
 
 
+def api_flow(platform, nickname):
+    """Register, log in, list users, post a message, read it back, then
+    revoke the token: refused by every service within 5 s."""
+    lb, http = platform.lb, platform.http
+    token = platform.user_with_token(nickname)
+    auth = {'Authorization': f'Bearer {token}'}
+    rv = http.get(f'{lb}/api/users', headers=auth, timeout=10)
+    assert rv.status_code == 200
+    assert nickname in [u['nickname'] for u in rv.json()['users']]
+    rv = http.post(f'{lb}/api/messages', headers=auth, timeout=10,
+                   json={'source': 'hello *world*!'})
+    assert rv.status_code == 201, rv.text
+    assert rv.headers['Location'].endswith(f"/api/messages/{rv.json()['id']}")
+    assert rv.json()['html'] == 'hello <em>world</em>!'
+    rv = http.get(f'{lb}/api/messages', timeout=10)
+    assert rv.json()['messages'][-1]['source'] == 'hello *world*!'
+    rv = http.get(f'{lb}/api/tokens', headers=auth, timeout=10)
+    assert rv.status_code == 200
+    rv = http.delete(f'{lb}/api/tokens', headers=auth, timeout=10)
+    assert rv.status_code == 204
+
+    def refused_everywhere():
+        return all(http.request(method, f'{lb}{path}', headers=auth,
+                                timeout=10).status_code == 401
+                   for method, path in [('GET', '/api/tokens'),
+                                        ('PUT', '/api/users/me'),
+                                        ('POST', '/api/messages')])
+    platform.wait_for(refused_everywhere, timeout=5, interval=0.2,
+                      what='revocation seen by every service')
+
+
 def existing_platform(home):
     """A platform already installed in ``home`` (its microflack.conf), for
     iterating on tests without installing one each run."""
@@ -213,3 +244,66 @@ def drop_test_databases(prefix='mftest_'):
 
 def dumps(value):
     return json.dumps(value, indent=1, sort_keys=True)
+
+
+class MixedLoad:
+    """``clients`` threads, each with its own connection pool, sending a
+    POST every ``post_every`` requests and GETs otherwise, through the load
+    balancer, until stopped. Records every failure (an unexpected status
+    or no answer) and the ids that POSTs created (their 201 bodies)."""
+
+    def __init__(self, get, post, clients=8, post_every=3, pause=0.005):
+        self.get = get
+        self.post = post
+        self.clients = clients
+        self.post_every = post_every
+        self.pause = pause
+        self.requests = 0
+        self.failures = []
+        self.created = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,),
+                                          daemon=True)
+                         for n in range(clients)]
+
+    def _run(self, number):
+        session = requests.Session()
+        session.trust_env = False
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            posting = (count + number) % self.post_every == 0
+            expected = 201 if posting else 200
+            try:
+                response = (self.post if posting else self.get)(session)
+                status = response.status_code
+            except requests.RequestException as exc:
+                response, status = None, repr(exc)
+            with self._lock:
+                self.requests += 1
+                if status != expected:
+                    self.failures.append(
+                        ('POST' if posting else 'GET', status,
+                         response.text[:200] if response is not None else ''))
+                elif posting:
+                    self.created.append(response.json()['id'])
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def table_ids(database, table):
+    """The ids stored in a table of a MariaDB database (as root)."""
+    result = subprocess.run(
+        ['mariadb', '-uroot', '-N', '-e', f'SELECT id FROM `{database}`.`{table}`'],
+        capture_output=True, text=True, check=True)
+    return {int(line) for line in result.stdout.split()}

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from mfplatform import ADMIN, SteadyClient
+from mfplatform import ADMIN, SteadyClient, api_flow
 
 SERVICES = ['ui', 'users', 'tokens', 'messages', 'socketio']
 
@@ -72,34 +72,7 @@ def test_mfvars_exports_the_environment(platform):
 
 
 def test_api_flow_through_the_load_balancer(platform):
-    lb, http = platform.lb, platform.http
-    token = platform.user_with_token('susan')
-    auth = {'Authorization': f'Bearer {token}'}
-    rv = http.get(f'{lb}/api/users', headers=auth, timeout=10)
-    assert rv.status_code == 200
-    assert 'susan' in [u['nickname'] for u in rv.json()['users']]
-    rv = http.post(f'{lb}/api/messages', headers=auth, timeout=10,
-                   json={'source': 'hello *world*!'})
-    assert rv.status_code == 201, rv.text
-    assert rv.headers['Location'].endswith(f"/api/messages/{rv.json()['id']}")
-    assert rv.json()['html'] == 'hello <em>world</em>!'
-    rv = http.get(f'{lb}/api/messages', timeout=10)
-    assert rv.json()['messages'][-1]['source'] == 'hello *world*!'
-    rv = http.get(f'{lb}/api/tokens', headers=auth, timeout=10)
-    assert rv.status_code == 200
-    # Revoked: refused by every service within 5 s.
-    rv = http.delete(f'{lb}/api/tokens', headers=auth, timeout=10)
-    assert rv.status_code == 204
-    time.sleep(0.1)
-
-    def refused_everywhere():
-        return all(http.request(method, f'{lb}{path}', headers=auth,
-                                timeout=10).status_code == 401
-                   for method, path in [('GET', '/api/tokens'),
-                                        ('PUT', '/api/users/me'),
-                                        ('POST', '/api/messages')])
-    platform.wait_for(refused_everywhere, timeout=5, interval=0.2,
-                      what='revocation seen by every service')
+    api_flow(platform, 'susan')
 
 
 def test_bad_requests_get_json_errors_through_the_lb(platform):

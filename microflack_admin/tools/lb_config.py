@@ -262,6 +262,10 @@ defaults
     # closing. HAProxy 2.6.12 old workers were also seen to crash on reload
     # when L7 retries met reused server connections.
     option http-server-close
+    # On reload the old worker answers the next request of an idle client
+    # connection (with Connection: close) instead of closing it under the
+    # client, which would fail a request sent at that moment.
+    option idle-close-on-response
     timeout connect 2s
     timeout client 60s
     timeout server 60s

@@ -1,0 +1,238 @@
+"""The Docker runtime, end to end: the local base image and the five
+service images built from scratch, the whole platform with every service in
+a container (host network, real etcd, HAProxy, MariaDB, Redis), and the
+mf* scripts driving the containers.
+
+Images, databases and containers carry test names (mftest_*, mfdock_*, the
+platform's own MF_HOME label) beside any real installation on this host.
+"""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from mfplatform import Platform, api_flow, drop_test_databases
+from test_socketio_protocol import Client, message_push, new_user, unique
+from upgrades import older_release_ref, roll_messages_under_load, version
+
+SERVICES = ['ui', 'users', 'tokens', 'messages', 'socketio']
+PREFIX = 'mftest_'
+BASE_IMAGE = 'mftest_base:bookworm'
+DB_PREFIX = 'mfdock_'
+
+
+def docker(*args, check=True):
+    result = subprocess.run(['docker', *args], capture_output=True, text=True,
+                            timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f'docker {args}: {result.stderr}')
+    return result.stdout
+
+
+def inspect(name):
+    return json.loads(docker('inspect', name))[0]
+
+
+def remove_test_images():
+    for line in docker('image', 'ls', '--format',
+                       '{{.Repository}}:{{.Tag}}').splitlines():
+        if line.startswith(PREFIX):
+            docker('image', 'rm', '--force', line, check=False)
+
+
+@pytest.fixture(scope='module')
+def platform(tmp_path_factory):
+    """A platform installed by ``setup-all-in-one.sh --docker`` from images
+    built in this run, on a base image built in this run."""
+    remove_test_images()
+    drop_test_databases(DB_PREFIX)
+    platform = Platform(tmp_path_factory.mktemp('mfdocker'), {
+        'MICROFLACK_RUNTIME': 'docker',
+        'MF_DB_PREFIX': DB_PREFIX,
+        'MF_IMAGE_PREFIX': PREFIX,
+        'LOCAL_BASE_IMAGE': BASE_IMAGE,
+        'BASE_IMAGE': BASE_IMAGE,
+    })
+    try:
+        started = time.monotonic()
+        platform.run('install/make-base-image.sh', '--force', timeout=600)
+        platform.base_seconds = time.monotonic() - started
+        started = time.monotonic()
+        platform.setup_output = platform.run(
+            'install/setup-all-in-one.sh', '--docker', timeout=900)
+        platform.setup_seconds = time.monotonic() - started
+        yield platform
+    finally:
+        platform.run('install/stop-all.sh', check=False)
+        drop_test_databases(DB_PREFIX)
+        remove_test_images()
+
+
+def containers(platform, state='running'):
+    """The names of this platform's containers (by its MF_HOME label)."""
+    args = ['ps', '--format', '{{.Names}}', '--filter', 'label=app=microflack',
+            '--filter', f'label=mf_home={platform.home}']
+    if state == 'all':
+        args.insert(1, '--all')
+    return sorted(docker(*args).split())
+
+
+def test_base_image_built_here(platform):
+    base = inspect(BASE_IMAGE)
+    # docker import: one layer, no parent, made by this run.
+    assert len(base['RootFS']['Layers']) == 1
+    assert base['Config']['Env'] and 'LANG=C.UTF-8' in base['Config']['Env']
+    print(f'base image: {platform.base_seconds:.0f} s, '
+          f"{base['Size'] / 1e6:.0f} MB")
+
+
+@pytest.mark.parametrize('service', SERVICES)
+def test_service_image(platform, service):
+    image = inspect(f'{PREFIX}{service}:{version(service)}')
+    assert inspect(f'{PREFIX}{service}:latest')['Id'] == image['Id']
+    config = image['Config']
+    assert config['User'] == '10001:10001'
+    assert config['Labels']['app'] == 'microflack'
+    assert config['Labels']['service'] == service
+    assert config['Labels']['version'] == version(service)
+    assert config['Healthcheck']['Test'][-3:] == [
+        'python3', '-m', 'microflack_common.healthcheck']
+    assert config['Cmd'] == ['./boot.sh']
+    # Built on the base image of this run.
+    base_layers = inspect(BASE_IMAGE)['RootFS']['Layers']
+    assert image['RootFS']['Layers'][:len(base_layers)] == base_layers
+    # .dockerignore kept the tests out; the wheels stayed in the build.
+    listing = docker('run', '--rm', '--network', 'host', '--entrypoint',
+                     'sh', image['Id'], '-c',
+                     'ls /app; ls /tmp; id -u; test -w /app || echo ro')
+    assert 'tests' not in listing.split()
+    assert 'boot.sh' in listing.split()
+    assert 'wheels' not in listing.split()
+    assert '10001' in listing.split() and 'ro' in listing.split()
+    print(f"{service}: {image['Size'] / 1e6:.0f} MB")
+
+
+def test_every_service_runs_in_a_container(platform):
+    names = containers(platform)
+    assert len(names) == len(SERVICES), names
+    for name in names:
+        container = inspect(name)
+        labels = container['Config']['Labels']
+        assert labels['app'] == 'microflack'
+        assert name.startswith(labels['service'] + '_v')
+        assert container['HostConfig']['NetworkMode'] == 'host'
+        assert container['HostConfig']['RestartPolicy']['Name'] == \
+            'unless-stopped'
+        assert name in platform.instances(labels['service'])
+        # The secrets went in through an env file, never a command line.
+        assert not any('SECRET' in arg for arg in container['Args'])
+    platform.wait_for(
+        lambda: all(inspect(n)['State']['Health']['Status'] == 'healthy'
+                    for n in names),
+        timeout=60, interval=1, what='every container healthy')
+
+
+def test_api_flow_through_the_load_balancer(platform):
+    api_flow(platform, unique('docker'))
+
+
+def test_socketio_message_flow(platform):
+    user, token = new_user(platform, 'dsio')
+    marker = unique('msg')
+    clients = [Client(platform.lb), Client(platform.lb)]
+    try:
+        clients[0].emit('post_message', {'source': f'hi *{marker}*'}, token)
+        for client in clients:
+            push = client.wait_for('updated_model',
+                                   message_push(marker, f'hi <em>{marker}</em>'))
+            assert push['model']['user_id'] == user['id']
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_mflogs_follows_the_containers(platform):
+    """Each container's output reaches the consolidated log, prefixed by
+    its instance id, and mflogs shows it."""
+    users = next(n for n in containers(platform) if n.startswith('users_'))
+    follower = subprocess.Popen(['mflogs', '-n', '500', 'users'],
+                                env=platform.env, stdout=subprocess.PIPE,
+                                text=True)
+    seen = []
+    reader = threading.Thread(
+        target=lambda: seen.extend(iter(follower.stdout.readline, '')),
+        daemon=True)
+    reader.start()
+    try:
+        platform.wait_for(
+            lambda: any(line.startswith(f'{users} | ') and 'registered' in line
+                        for line in list(seen)),
+            timeout=15, interval=0.1, what=f'a registration line of {users}')
+        assert all(line.startswith('users_') for line in list(seen))
+    finally:
+        follower.kill()
+        follower.wait(5)
+
+
+def gunicorn_master_pid(name):
+    """The host pid of the gunicorn master in a container (the child of
+    the container's init)."""
+    init = inspect(name)['State']['Pid']
+    children = subprocess.run(['pgrep', '-P', str(init)], capture_output=True,
+                              text=True).stdout.split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_a_crashed_container_is_restarted_and_registers_again(platform):
+    """Its process killed with SIGKILL (a crash, the OOM killer): Docker's
+    restart policy starts the container again, which registers itself and
+    serves through the load balancer."""
+    name = next(n for n in containers(platform) if n.startswith('tokens_'))
+    platform.etcd_delete(f'/services/tokens/upstream/{name}')
+    os.kill(gunicorn_master_pid(name), signal.SIGKILL)
+    platform.wait_for(lambda: inspect(name)['RestartCount'] >= 1, timeout=20,
+                      interval=0.2, what='restarted by its policy')
+    platform.wait_for(lambda: name in platform.instances('tokens'),
+                      timeout=30, interval=0.2, what='registered again')
+    token = platform.user_with_token(unique('restart'))
+    platform.wait_for(
+        lambda: platform.http.get(
+            f'{platform.lb}/api/tokens', timeout=5,
+            headers={'Authorization': f'Bearer {token}'}).status_code == 200,
+        timeout=15, interval=0.2, what='served again')
+
+
+def test_mfrun_and_mfkill_one_container(platform):
+    instance = platform.run('mfrun', 'tokens').stdout.strip()
+    assert instance in containers(platform)
+    assert instance in platform.instances('tokens')
+    assert platform.run('mfkill', instance).stdout.split() == [instance]
+    assert instance not in containers(platform, 'all')
+    assert instance not in platform.instances('tokens')
+
+
+def test_mfenv_matches_the_native_runtime(platform):
+    env = platform.run('mfenv', 'users').stdout
+    assert f"LB={platform.lb}" in env.splitlines()
+    assert any(line.startswith('DATABASE_URL=mysql+pymysql://')
+               for line in env.splitlines())
+
+
+def test_roll_messages_under_load(platform):
+    """mfupgrade in the Docker runtime: the previous release's image (built
+    from git) replaced by the current one under load, with no failure."""
+    ref, old_tag = older_release_ref('messages')
+    platform.run('mfbuild', '--from', ref, 'messages')
+    roll_messages_under_load(platform, old_tag, version('messages'))
+
+
+def test_mfkill_all_leaves_no_container_and_no_registry_entry(platform):
+    killed = platform.run('mfkill', 'all').stdout.split()
+    assert len(killed) == len(SERVICES)
+    assert containers(platform, 'all') == []
+    assert platform.registry() == {}
+    assert list((platform.home / 'run' / 'instances').glob('*.info')) == []
