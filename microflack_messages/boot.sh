@@ -4,5 +4,8 @@
 # once it listens and deregisters on SIGTERM.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
-flask db upgrade
+# Under a database-wide lock: instances starting together migrate once, and
+# none serves before the schema is current (waits MIGRATION_LOCK_TIMEOUT s
+# at most for another instance's migration, then fails).
+flask db-upgrade-locked
 exec gunicorn -c python:microflack_common.gunicorn_config wsgi:app "$@"

@@ -4,6 +4,7 @@ One module per concern: ``config`` (settings from the environment),
 ``tokens`` (JWT), ``auth`` (Flask-HTTPAuth handlers), ``revocation``,
 ``etcd_client``, ``registration``, ``service_client`` (inter-service HTTP),
 ``events`` (``updated_model`` pushes), ``errors``, ``validation``,
+``db_lock`` and ``migrate`` (schema upgrades one instance at a time),
 ``service`` (wiring it all into a Flask app), ``testing`` and ``utils``.
 """
 

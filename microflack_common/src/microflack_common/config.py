@@ -82,6 +82,9 @@ class Config:
     HTTP_READ_TIMEOUT = env_float('HTTP_READ_TIMEOUT', 10)
     HTTP_RETRIES = env_int('HTTP_RETRIES', 3)
     ETCD_TIMEOUT = env_float('ETCD_TIMEOUT', 2)
+    # `flask db-upgrade-locked`: how long an instance waits while another
+    # one migrates the same database (seconds).
+    MIGRATION_LOCK_TIMEOUT = env_float('MIGRATION_LOCK_TIMEOUT', 60)
 
     JSON_SORT_KEYS = False
     MAX_CONTENT_LENGTH = env_int('MAX_CONTENT_LENGTH', 256 * 1024)

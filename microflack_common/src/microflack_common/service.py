@@ -3,7 +3,8 @@
 ``init_service(app)`` is called by every service's ``create_app``. It checks
 the settings, builds the registry client, the revocation list, the
 inter-service HTTP client and the model pusher, installs the JSON error
-handlers, logging and ``GET /health``, and keeps them in
+handlers, logging, ``GET /health`` and the ``flask db-upgrade-locked``
+command (:mod:`.migrate`), and keeps them in
 ``app.extensions['microflack']`` (see :func:`platform`).
 """
 import logging
@@ -15,6 +16,7 @@ from .config import check_required
 from .errors import register_error_handlers
 from .etcd_client import EtcdClient
 from .events import ModelPusher
+from .migrate import db_upgrade_locked_command
 from .revocation import RevocationList
 from .service_client import ServiceClient
 
@@ -108,4 +110,6 @@ def init_service(app, etcd=None, http=None, pusher=None):
     app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
     register_error_handlers(app)
     app.register_blueprint(health)
+    # Every service gets it; it refuses to run where there is no database.
+    app.cli.add_command(db_upgrade_locked_command)
     return app.extensions['microflack']
