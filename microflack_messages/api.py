@@ -75,13 +75,16 @@ def get_message(message_id):
 @token_auth.login_required
 def edit_message(message_id):
     """Replace the source of one's own message; it is rendered again and
-    its links expanded again."""
+    its links expanded again, and ``edited_at`` tells when."""
     message = get_message_or_404(message_id)
     if message.user_id != current_user_id():
         abort(403, 'you can only edit your own messages')
     source = source_from_request()
     message.source = source
     message.html = render(source)
+    # One clock reading for both, so that an edit shows as edited_at ==
+    # updated_at (until the link expansion updates the message again).
+    message.edited_at = message.updated_at = timestamp()
     db.session.commit()
     schedule_link_expansion(message)
     return '', 204

@@ -25,6 +25,10 @@ class Message(db.Model):
     source: Mapped[str] = mapped_column(LongText)
     html: Mapped[str] = mapped_column(LongText)
     user_id: Mapped[int] = mapped_column(Integer, index=True)
+    # Since 1.1.0: when the source was last edited (PUT), NULL if never.
+    # Nullable because 1.0.0 instances, which may run beside this code,
+    # insert rows without it (see migration 5b1e7c3a9d24).
+    edited_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     def to_dict(self):
         return {
@@ -34,6 +38,7 @@ class Message(db.Model):
             'source': self.source,
             'html': self.html,
             'user_id': self.user_id,
+            'edited_at': self.edited_at,
             '_links': {
                 'self': f'/api/messages/{self.id}',
                 'user': f'/api/users/{self.user_id}',

@@ -5,7 +5,7 @@ from models import Message
 
 DAY = 24 * 60 * 60
 MESSAGE_KEYS = {'id', 'created_at', 'updated_at', 'source', 'html', 'user_id',
-                '_links'}
+                'edited_at', '_links'}
 
 
 def test_post_message(client, token, rows, now):
@@ -197,7 +197,7 @@ def test_to_dict_outside_a_request():
                       html='h', user_id=9)
     assert message.to_dict() == {
         'id': 3, 'created_at': 10, 'updated_at': 20, 'source': 's',
-        'html': 'h', 'user_id': 9,
+        'html': 'h', 'user_id': 9, 'edited_at': None,
         '_links': {'self': '/api/messages/3', 'user': '/api/users/9'},
     }
 
