@@ -152,11 +152,14 @@ def test_old_and_new_messages_side_by_side(platform):
         rv = http.put(f'{direct(platform, new)}/api/messages/{message_id}',
                       timeout=10, headers=bearer(token),
                       json={'source': 'edited by the new'})
-        assert rv.status_code == 200, rv.text
+        assert rv.status_code == 204, rv.text
+        rv = http.get(f'{direct(platform, new)}/api/messages/{message_id}',
+                      timeout=10)
         assert rv.json()['edited_at'] is not None
         rv = http.get(f'{direct(platform, old)}/api/messages/{message_id}',
                       timeout=10)
         assert rv.json()['source'] == 'edited by the new'
+        assert 'edited_at' not in rv.json()
         rv = http.post(f'{direct(platform, new)}/api/messages', timeout=10,
                        headers=bearer(token), json={'source': 'from the new'})
         assert rv.status_code == 201
