@@ -5,7 +5,7 @@ from sqlalchemy import select
 from microflack_common.auth import current_user_id, token_auth, token_optional_auth
 from microflack_common.utils import timestamp
 from microflack_common.validation import int_arg, json_object, string_field
-from models import MAX_ID, Message, db
+from models import MAX_ID, Message, db, message_dict
 from render import render
 from tasks import schedule_link_expansion
 
@@ -59,10 +59,11 @@ def get_messages():
     updated_since = int_arg('updated_since')
     if updated_since is not None:
         since = max(since, updated_since)
-    query = select(Message).where(Message.updated_at >= since) \
-        .order_by(Message.updated_at, Message.id)
-    return jsonify(messages=[message.to_dict()
-                             for message in db.session.scalars(query)])
+    table = Message.__table__
+    query = select(table).where(table.c.updated_at >= since) \
+        .order_by(table.c.updated_at, table.c.id)
+    return jsonify(messages=[message_dict(row)
+                             for row in db.session.execute(query)])
 
 
 @messages.route('/<int:message_id>', methods=['GET'])

@@ -3,7 +3,6 @@ previews fetched in the background."""
 from pathlib import Path
 
 from flask import Flask
-from flask_migrate import Migrate
 
 import tasks
 from config import config
@@ -12,15 +11,18 @@ from microflack_common.service import init_service
 from models import db
 
 MIGRATIONS = str(Path(__file__).parent / 'migrations')
-migrate = Migrate(directory=MIGRATIONS)
 
 
-def create_app(config_class=None, **platform_parts):
+def create_app(config_class=None, migrations=True, **platform_parts):
+    """The app; ``migrations=False`` (what gunicorn serves) leaves out the
+    migration commands and Alembic, which only ``boot.sh`` needs."""
     app = Flask(__name__)
     app.config.from_object(config_class or common_config.select(config))
     init_service(app, **platform_parts)
     db.init_app(app)
-    migrate.init_app(app, db)
+    if migrations:
+        from flask_migrate import Migrate
+        Migrate(app, db, directory=MIGRATIONS)
     tasks.init_app(app)
 
     from api import messages

@@ -31,19 +31,25 @@ class Message(db.Model):
     edited_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     def to_dict(self):
-        return {
-            'id': self.id,
-            'created_at': self.created_at,
-            'updated_at': self.updated_at,
-            'source': self.source,
-            'html': self.html,
-            'user_id': self.user_id,
-            'edited_at': self.edited_at,
-            '_links': {
-                'self': f'/api/messages/{self.id}',
-                'user': f'/api/users/{self.user_id}',
-            },
-        }
+        return message_dict(self)
+
+
+def message_dict(message):
+    """The JSON form of a message: a Message, or a row of the messages
+    table (the list endpoint reads rows, skipping the ORM's bookkeeping)."""
+    return {
+        'id': message.id,
+        'created_at': message.created_at,
+        'updated_at': message.updated_at,
+        'source': message.source,
+        'html': message.html,
+        'user_id': message.user_id,
+        'edited_at': message.edited_at,
+        '_links': {
+            'self': f'/api/messages/{message.id}',
+            'user': f'/api/users/{message.user_id}',
+        },
+    }
 
 
 # Every committed insert or update (post, link expansion, edit) is pushed to

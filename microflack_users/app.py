@@ -2,7 +2,6 @@
 from pathlib import Path
 
 from flask import Flask
-from flask_migrate import Migrate
 
 from config import config
 from microflack_common import config as common_config
@@ -10,15 +9,18 @@ from microflack_common.service import init_service
 from models import db
 
 MIGRATIONS = str(Path(__file__).parent / 'migrations')
-migrate = Migrate(directory=MIGRATIONS)
 
 
-def create_app(config_class=None, **platform_parts):
+def create_app(config_class=None, migrations=True, **platform_parts):
+    """The app; ``migrations=False`` (what gunicorn serves) leaves out the
+    migration commands and Alembic, which only ``boot.sh`` needs."""
     app = Flask(__name__)
     app.config.from_object(config_class or common_config.select(config))
     platform = init_service(app, **platform_parts)
     db.init_app(app)
-    migrate.init_app(app, db)
+    if migrations:
+        from flask_migrate import Migrate
+        Migrate(app, db, directory=MIGRATIONS)
 
     from api import record_token_use, users
     app.register_blueprint(users, url_prefix='/api/users')

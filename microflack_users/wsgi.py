@@ -6,6 +6,6 @@ sweepers are harmless: a user already offline is left alone).
 from app import create_app
 from tasks import OfflineSweep
 
-app = create_app()
+app = create_app(migrations=False)
 sweep = OfflineSweep(app).start()
 app.extensions['microflack'].on_shutdown(sweep.stop)

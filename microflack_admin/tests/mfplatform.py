@@ -104,7 +104,11 @@ class Platform:
     def stats(self):
         """HAProxy's per-server rows: {(backend, server): row}."""
         auth = (self.secret('STATS_USER'), self.secret('STATS_PASSWORD'))
-        response = self.http.get(f'{self.lb}/stats;csv', auth=auth, timeout=5)
+        # A connection of its own: an idle kept-alive one may still belong
+        # to the load balancer's previous worker (after a reload, that one
+        # answers one more request with its old configuration).
+        response = self.http.get(f'{self.lb}/stats;csv', auth=auth, timeout=5,
+                                 headers={'Connection': 'close'})
         response.raise_for_status()
         lines = response.text.lstrip('# ').splitlines()
         header = lines[0].split(',')

@@ -22,7 +22,9 @@ logger = logging.getLogger('microflack.gunicorn')
 
 # Settings gunicorn reads from this module (command-line flags win).
 bind = os.environ.get('SERVICE_ADDRESS', '127.0.0.1:5000')
-workers = env_int('WEB_CONCURRENCY', 1)
+# Two workers: an instance can use both cores of a small host (one Python
+# process is bound to one core by its GIL); WEB_CONCURRENCY changes it.
+workers = env_int('WEB_CONCURRENCY', 2)
 worker_class = os.environ.get('GUNICORN_WORKER_CLASS', 'gthread')
 threads = env_int('GUNICORN_THREADS', 4)
 graceful_timeout = env_int('GRACEFUL_TIMEOUT', 4)

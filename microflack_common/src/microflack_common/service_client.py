@@ -5,9 +5,12 @@ Connection errors and 503 (no server available yet) are retried with a
 short exponential backoff for every method, 502 only for idempotent ones
 (a POST may have reached a server that then died). Every request has a
 connect and a read timeout.
+
+``requests`` is imported on the first call: a service that never calls
+another one (messages) does not carry it in memory.
 """
-import requests
-from requests.adapters import HTTPAdapter
+import threading
+
 from urllib3.util.retry import Retry
 
 IDEMPOTENT_METHODS = frozenset(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'])
@@ -27,17 +30,33 @@ class ServiceClient:
                  retries=3, backoff_factor=0.1, pool_size=10):
         self.base_url = (base_url or '').rstrip('/')
         self.timeout = (connect_timeout, read_timeout)
-        retry = PlatformRetry(
+        self._retry = PlatformRetry(
             total=retries, connect=retries, read=False, status=retries,
             other=0, allowed_methods=None, status_forcelist=(502, 503),
             backoff_factor=backoff_factor, raise_on_status=False,
             respect_retry_after_header=False)
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size,
-                              pool_maxsize=pool_size)
-        self.session = requests.Session()
-        self.session.mount('http://', adapter)
-        self.session.mount('https://', adapter)
-        self.session.trust_env = False   # never route platform traffic via proxies
+        self._pool_size = pool_size
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        """The pooled requests session, made on first use."""
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    import requests
+                    from requests.adapters import HTTPAdapter
+                    adapter = HTTPAdapter(max_retries=self._retry,
+                                          pool_connections=self._pool_size,
+                                          pool_maxsize=self._pool_size)
+                    session = requests.Session()
+                    session.mount('http://', adapter)
+                    session.mount('https://', adapter)
+                    # Never route platform traffic through proxies.
+                    session.trust_env = False
+                    self._session = session
+        return self._session
 
     def url(self, url):
         if url.startswith(('http://', 'https://')):
