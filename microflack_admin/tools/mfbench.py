@@ -383,19 +383,19 @@ def children(pid):
     return [int(p) for p in out.split()]
 
 
+def is_python(pid):
+    try:
+        return 'python' in os.readlink(f'/proc/{pid}/exe')
+    except OSError:
+        return False
+
+
 def python_processes(pid):
-    """The gunicorn master of an instance and its workers (the log
-    prefixer beside them is not Python)."""
-    found = []
-    for candidate in [pid, *children(pid)]:
-        try:
-            exe = os.readlink(f'/proc/{candidate}/exe')
-        except OSError:
-            continue
-        if 'python' in exe:
-            found.append(candidate)
-            found += [c for c in children(candidate) if c not in found]
-    return found
+    """[master, workers...] of an instance: its gunicorn master and the
+    master's Python children (the log prefixer beside them is awk)."""
+    if not pid or not is_python(pid):
+        return []
+    return [pid, *[child for child in children(pid) if is_python(child)]]
 
 
 def memory(platform):
