@@ -16,7 +16,13 @@ import time
 import pytest
 from mfplatform import Platform, api_flow, drop_test_databases
 from test_socketio_protocol import Client, message_push, new_user, unique
-from upgrades import older_release_ref, roll_messages_under_load, version
+from upgrades import (
+    older_release_ref,
+    roll_messages_under_load,
+    roll_socketio_with_clients,
+    roll_users_under_load,
+    version,
+)
 
 SERVICES = ['ui', 'users', 'tokens', 'messages', 'socketio']
 PREFIX = 'mftest_'
@@ -228,6 +234,18 @@ def test_roll_messages_under_load(platform):
     ref, old_tag = older_release_ref('messages')
     platform.run('mfbuild', '--from', ref, 'messages')
     roll_messages_under_load(platform, old_tag, version('messages'))
+
+
+def test_roll_users_under_load(platform):
+    tag = f"{version('users')}.1"
+    platform.run('mfbuild', '--tag', tag, 'users')
+    roll_users_under_load(platform, tag)
+
+
+def test_roll_socketio_reconnects_every_client(platform):
+    tag = f"{version('socketio')}.1"
+    platform.run('mfbuild', '--tag', tag, 'socketio')
+    roll_socketio_with_clients(platform, tag)
 
 
 def test_mfkill_all_leaves_no_container_and_no_registry_entry(platform):

@@ -69,3 +69,4 @@ def test_malformed_address_fails_cleanly():
     result = run('not an address')
     assert result.returncode == 1
     assert 'Traceback' not in result.stderr
+

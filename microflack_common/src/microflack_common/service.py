@@ -7,6 +7,10 @@ handlers, logging, ``GET /health`` and the ``flask db-upgrade-locked``
 command (:mod:`.migrate`), and keeps them in
 ``app.extensions['microflack']`` (see :func:`platform`).
 """
+# The idna codec is found by an import on its first use; done first in
+# several request threads at once, that import can fail for good ("unknown
+# encoding: idna"), so it is loaded here, in the thread that builds the app.
+import encodings.idna  # noqa: F401
 import logging
 import socket
 
