@@ -221,6 +221,9 @@ def stop_cleanly_under_gunicorn(app):
     deadline = []
 
     def handler(signum, frame):
+        # Before gunicorn's own handling, which may already end some
+        # connections: from now on a disconnect is this instance stopping.
+        conns.closing = True
         previous(signum, frame)
         if not deadline:
             deadline.append(time.monotonic() + stop_timeout)
