@@ -6,6 +6,7 @@ Each test leaves one instance of the newest build of what it touched.
 """
 import subprocess
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from upgrades import (
@@ -25,21 +26,21 @@ def state_file(platform):
     return platform.home / 'run' / 'upgrade.state'
 
 
+@contextmanager
 def newer_build(platform, service):
     """The current source built again under a newer tag (a new release
-    whose code happens to be the same)."""
+    whose code happens to be the same). Afterwards the build is removed
+    and one instance of the newest remaining build runs."""
     tag = f'{version(service)}.{uuid.uuid4().int % 1000 + 1}'
     platform.run('mfbuild', '--tag', tag, service)
-    return tag
-
-
-def remove_build(platform, service, tag):
-    """Back to one instance of the newest build, once the build ``tag``
-    (made by the test) is gone."""
-    platform.run('mfkill', service)
-    subprocess.run(['rm', '-rf', str(platform.home / 'releases' / service / tag)],
-                   check=True)
-    platform.run('mfrun', service)
+    try:
+        yield tag
+    finally:
+        platform.run('mfkill', service)
+        subprocess.run(
+            ['rm', '-rf', str(platform.home / 'releases' / service / tag)],
+            check=True)
+        platform.run('mfrun', service)
 
 
 @pytest.mark.parametrize('args, message', [
@@ -67,8 +68,7 @@ def test_nothing_to_upgrade(platform):
 
 def test_try_then_abort_restores_the_old_instances(platform):
     old = set(platform.instances('tokens'))
-    tag = newer_build(platform, 'tokens')
-    try:
+    with newer_build(platform, 'tokens') as tag:
         tried = platform.run('mfupgrade', 'try', 'tokens').stdout.strip()
         assert set(platform.instances('tokens')) == old | {tried}
         assert f'_v{tag}_' in tried
@@ -85,13 +85,10 @@ def test_try_then_abort_restores_the_old_instances(platform):
         assert not state_file(platform).exists()
         assert 'no upgrade is pending' in platform.run(
             'mfupgrade', 'status').stdout
-    finally:
-        remove_build(platform, 'tokens', tag)
 
 
 def test_try_then_roll(platform):
-    tag = newer_build(platform, 'tokens')
-    try:
+    with newer_build(platform, 'tokens') as tag:
         run_instances(platform, 'tokens', version('tokens'), 2)
         tried = platform.run('mfupgrade', 'try', 'tokens').stdout.strip()
         platform.run('mfupgrade', 'roll')
@@ -99,15 +96,13 @@ def test_try_then_roll(platform):
         assert tried in instances
         assert sorted(instances.values()) == [tag, tag]
         assert not state_file(platform).exists()
-    finally:
-        remove_build(platform, 'tokens', tag)
 
 
 def test_roll_stops_when_the_new_build_is_unhealthy(platform):
-    tag = newer_build(platform, 'tokens')
-    boot = platform.home / 'releases' / 'tokens' / tag / 'boot.sh'
-    boot.write_text('#!/bin/sh\necho "this build is broken" >&2\nexit 1\n')
-    try:
+    with newer_build(platform, 'tokens') as tag:
+        boot = platform.home / 'releases' / 'tokens' / tag / 'boot.sh'
+        boot.write_text('#!/bin/sh\necho "this build is broken" >&2\n'
+                        'exit 1\n')
         old = run_instances(platform, 'tokens', version('tokens'), 2)
         result = platform.run('mfupgrade', 'roll', 'tokens', check=False)
         assert result.returncode != 0
@@ -119,8 +114,6 @@ def test_roll_stops_when_the_new_build_is_unhealthy(platform):
         assert rv.status_code == 200
         platform.run('mfupgrade', 'abort')
         assert sorted(platform.instances('tokens')) == sorted(old)
-    finally:
-        remove_build(platform, 'tokens', tag)
 
 
 def direct(platform, instance):
@@ -183,16 +176,10 @@ def test_roll_messages_under_load(platform):
 
 
 def test_roll_users_under_load(platform):
-    tag = newer_build(platform, 'users')
-    try:
+    with newer_build(platform, 'users') as tag:
         roll_users_under_load(platform, tag)
-    finally:
-        remove_build(platform, 'users', tag)
 
 
 def test_roll_socketio_reconnects_every_client(platform):
-    tag = newer_build(platform, 'socketio')
-    try:
+    with newer_build(platform, 'socketio') as tag:
         roll_socketio_with_clients(platform, tag)
-    finally:
-        remove_build(platform, 'socketio', tag)

@@ -71,6 +71,19 @@ def assert_rolled(platform, service, tag, count):
     assert not (platform.home / 'run' / 'upgrade.state').exists()
 
 
+def roll_under(platform, service, load):
+    """``mfupgrade roll service`` while ``load`` runs (from a second before
+    to a second after): no request of the load may fail. The roll's
+    duration in seconds."""
+    with load:
+        time.sleep(1)
+        _, seconds = roll(platform, service)
+        time.sleep(1)
+    assert load.failures == [], load.failures[:5]
+    assert load.requests > 100, load.requests
+    return seconds
+
+
 def bearer(token):
     return {'Authorization': f'Bearer {token}'}
 
@@ -87,12 +100,7 @@ def roll_messages_under_load(platform, old_tag, new_tag):
                             timeout=15),
         post=lambda s: s.post(f'{lb}/api/messages', headers=bearer(token),
                               json={'source': 'under *load*'}, timeout=15))
-    with load:
-        time.sleep(1)
-        result, seconds = roll(platform, 'messages')
-        time.sleep(1)
-    assert load.failures == [], load.failures[:5]
-    assert load.requests > 100, load.requests
+    seconds = roll_under(platform, 'messages', load)
     assert load.created
     database = f"{platform.env['MF_DB_PREFIX']}messages"
     assert set(load.created) <= table_ids(database, 'messages')
@@ -113,12 +121,7 @@ def roll_users_under_load(platform, new_tag):
         post=lambda s: s.post(
             f'{lb}/api/users', timeout=15,
             json={'nickname': f'u{uuid.uuid4().hex[:12]}', 'password': 'pw'}))
-    with load:
-        time.sleep(1)
-        result, seconds = roll(platform, 'users')
-        time.sleep(1)
-    assert load.failures == [], load.failures[:5]
-    assert load.requests > 100, load.requests
+    seconds = roll_under(platform, 'users', load)
     database = f"{platform.env['MF_DB_PREFIX']}users"
     assert set(load.created) <= table_ids(database, 'users')
     assert_rolled(platform, 'users', new_tag, 3)

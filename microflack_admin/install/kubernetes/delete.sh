@@ -15,10 +15,8 @@
 set -euo pipefail
 # shellcheck source=../../lib/common.sh
 source "$(dirname "$(readlink -f "$0")")/../../lib/common.sh"
-
-K8S_DIR="$(dirname "$(readlink -f "$0")")"
-MANIFESTS="$K8S_DIR/manifests"
-NAMESPACE=microflack
+# shellcheck source=kubectl.sh
+source "$(dirname "$(readlink -f "$0")")/kubectl.sh"
 
 usage_line="[--with-data]"
 with_data=no
@@ -31,12 +29,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-read -r -a kubectl <<< "${KUBECTL:-kubectl}"
-[ ${#kubectl[@]} -gt 0 ] || die "KUBECTL is empty"
-command -v "${kubectl[0]}" >/dev/null 2>&1 ||
-  die "'${kubectl[0]}' is not installed (or set KUBECTL to the kubectl command)"
+find_kubectl
 
-k() { "${kubectl[@]}" "$@"; }
 
 if [ "$with_data" = yes ]; then
   log "deleting namespace $NAMESPACE with all its data and secrets"

@@ -28,10 +28,8 @@
 set -euo pipefail
 # shellcheck source=../../lib/common.sh
 source "$(dirname "$(readlink -f "$0")")/../../lib/common.sh"
-
-K8S_DIR="$(dirname "$(readlink -f "$0")")"
-MANIFESTS="$K8S_DIR/manifests"
-NAMESPACE=microflack
+# shellcheck source=kubectl.sh
+source "$(dirname "$(readlink -f "$0")")/kubectl.sh"
 
 usage_line="[--wait]"
 wait_rollouts=no
@@ -44,10 +42,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-read -r -a kubectl <<< "${KUBECTL:-kubectl}"
-[ ${#kubectl[@]} -gt 0 ] || die "KUBECTL is empty"
-command -v "${kubectl[0]}" >/dev/null 2>&1 ||
-  die "'${kubectl[0]}' is not installed (or set KUBECTL to the kubectl command)"
+find_kubectl
 
 registry="${K8S_REGISTRY:-}"
 registry="${registry%/}"
@@ -59,7 +54,6 @@ domain="${K8S_CLUSTER_DOMAIN:-cluster.local}"
   die "K8S_CLUSTER_DOMAIN is not a DNS domain: '$domain'"
 wait_timeout="${K8S_WAIT_TIMEOUT:-10m}"
 
-k() { "${kubectl[@]}" "$@"; }
 
 # render: every manifest, as one YAML stream, with the placeholders
 # @<SERVICE>_VERSION@ and @LB_CONFIG_DIGEST@ filled in, the images
