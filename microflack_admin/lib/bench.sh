@@ -19,8 +19,7 @@ bench_python() {
   if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     log "preparing $venv"
     make_venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-      --find-links "$WHEELHOUSE" -r "$requirements" >&2 ||
+    venv_pip "$venv" install --quiet --find-links "$WHEELHOUSE" -r "$requirements" >&2 ||
       die "cannot install $requirements into $venv"
     printf '%s\n' "$wanted" > "$stamp"
   fi

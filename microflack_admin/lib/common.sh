@@ -69,19 +69,34 @@ python_for_venvs() {
   printf '%s\n' "$python"
 }
 
-# make_venv DIR: create (or reuse) a virtualenv with a current pip.
+# make_venv DIR: create (or reuse) a virtualenv. It gets no pip of its
+# own (ensurepip would double the time of a build): venv_pip installs into
+# it.
 make_venv() {
   if [ ! -x "$1/bin/python" ]; then
-    "$(python_for_venvs)" -m venv "$1"
+    "$(python_for_venvs)" -m venv --without-pip "$1"
   fi
+}
+
+# venv_pip VENV ARGS...: pip, acting on VENV (pip's --python), from one
+# virtualenv that holds pip for all the others ($MF_HOME/pip-venv).
+venv_pip() {
+  local venv="$1" tool="$MF_HOME/pip-venv"
+  shift
+  if [ ! -x "$tool/bin/pip" ]; then
+    mkdir -p "$MF_HOME"
+    "$(python_for_venvs)" -m venv "$tool" ||
+      die "cannot create $tool (is python3-venv installed?)"
+  fi
+  "$tool/bin/python" -m pip --python "$venv/bin/python" \
+    --disable-pip-version-check "$@"
 }
 
 # pip_from_wheelhouse VENV ARGS...: install from the wheelhouse only.
 pip_from_wheelhouse() {
   local venv="$1"
   shift
-  "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    --no-index --find-links "$WHEELHOUSE" "$@"
+  venv_pip "$venv" install --quiet --no-index --find-links "$WHEELHOUSE" "$@"
 }
 
 # random_secret: 40 letters and digits from the kernel's CSPRNG.

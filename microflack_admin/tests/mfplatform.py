@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from microflack_common.testing import free_port
 
@@ -58,6 +60,12 @@ class Platform:
         self.logs = f"http://127.0.0.1:{self.env['LOGS_PORT']}/logs"
         self.http = requests.Session()
         self.http.trust_env = False
+        # As browsers do: an idempotent request sent on a kept-alive
+        # connection that the load balancer's previous worker closed at
+        # that moment (after a reload) is sent once more, on a new one.
+        self.http.mount('http://', HTTPAdapter(max_retries=Retry(
+            total=1, connect=1, read=1, status=0, redirect=0,
+            allowed_methods=frozenset({'GET', 'HEAD', 'OPTIONS'}))))
 
     def run(self, *args, check=True, timeout=600, input=None):
         """Run an admin script; returns the CompletedProcess."""
@@ -107,8 +115,9 @@ class Platform:
         # A connection of its own: an idle kept-alive one may still belong
         # to the load balancer's previous worker (after a reload, that one
         # answers one more request with its old configuration).
-        response = self.http.get(f'{self.lb}/stats;csv', auth=auth, timeout=5,
-                                 headers={'Connection': 'close'})
+        with requests.Session() as fresh:
+            fresh.trust_env = False
+            response = fresh.get(f'{self.lb}/stats;csv', auth=auth, timeout=5)
         response.raise_for_status()
         lines = response.text.lstrip('# ').splitlines()
         header = lines[0].split(',')
