@@ -79,14 +79,22 @@ make_venv() {
 }
 
 # venv_pip VENV ARGS...: pip, acting on VENV (pip's --python), from one
-# virtualenv that holds pip for all the others ($MF_HOME/pip-venv).
+# virtualenv that holds pip for all the others: MF_PIP_VENV, by default in
+# the user's cache (it holds nothing but pip, so every MF_HOME shares it).
 venv_pip() {
-  local venv="$1" tool="$MF_HOME/pip-venv"
+  local venv="$1"
   shift
+  local tool="${MF_PIP_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/microflack/pip-venv}"
   if [ ! -x "$tool/bin/pip" ]; then
-    mkdir -p "$MF_HOME"
-    "$(python_for_venvs)" -m venv "$tool" ||
-      die "cannot create $tool (is python3-venv installed?)"
+    local fresh
+    rm -rf "$tool"      # an unfinished one
+    mkdir -p "$(dirname "$tool")"
+    fresh="$(mktemp -d "$tool.XXXXXX")"
+    "$(python_for_venvs)" -m venv "$fresh" ||
+      die "cannot create a virtualenv in $fresh (is python3-venv installed?)"
+    # Made aside, then moved in whole; if another build was quicker, its
+    # pip is used.
+    mv -T "$fresh" "$tool" 2>/dev/null || rm -rf "$fresh"
   fi
   "$tool/bin/python" -m pip --python "$venv/bin/python" \
     --disable-pip-version-check "$@"
@@ -97,6 +105,21 @@ pip_from_wheelhouse() {
   local venv="$1"
   shift
   venv_pip "$venv" install --quiet --no-index --find-links "$WHEELHOUSE" "$@"
+}
+
+# fill_wheelhouse REQUIREMENTS...: every dependency of the requirements
+# files as a wheel in $WHEELHOUSE, so that releases and images install
+# offline. The package index is asked only when the wheelhouse lacks
+# something.
+fill_wheelhouse() {
+  local args=() file
+  for file in "$@"; do args+=(-r "$file"); done
+  mkdir -p "$WHEELHOUSE"
+  "$(python_for_venvs)" -m pip wheel --quiet --disable-pip-version-check \
+    --no-index --wheel-dir "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
+    "${args[@]}" >/dev/null 2>&1 ||
+  "$(python_for_venvs)" -m pip wheel --quiet --disable-pip-version-check \
+    --wheel-dir "$WHEELHOUSE" --find-links "$WHEELHOUSE" "${args[@]}"
 }
 
 # random_secret: 40 letters and digits from the kernel's CSPRNG.

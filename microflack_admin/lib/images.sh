@@ -4,6 +4,9 @@
 #   microflack_<service>:<version>  a service's image (and :latest)
 #   microflack_wheels:<service>     the wheels its image installs, taken
 #                                   from the host's wheelhouse
+#   microflack_venv:<service>       the build stage that installed them,
+#                                   kept so that a rebuild with the same
+#                                   requirements does not install again
 #   microflack_base:bookworm        the local base image for hosts that
 #                                   cannot pull the official Python image
 
@@ -18,6 +21,8 @@ LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-microflack_base:$DEBIAN_SUITE}"
 image_name() { printf '%s%s\n' "$MF_IMAGE_PREFIX" "$1"; }
 
 wheels_image() { printf '%swheels:%s\n' "$MF_IMAGE_PREFIX" "$1"; }
+
+venv_image() { printf '%svenv:%s\n' "$MF_IMAGE_PREFIX" "$1"; }
 
 # image_tags SERVICE: the versions of a service's images, oldest first.
 image_tags() {

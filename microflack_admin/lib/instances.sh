@@ -167,9 +167,13 @@ lb_stats() {
   curl -fsS --max-time 2 -u "${STATS_USER:-}:${STATS_PASSWORD:-}" "$LB/stats;csv"
 }
 
-# lb_reports_up INSTANCE: the load balancer routes to the instance (its
-# server is UP in HAProxy's statistics).
+# lb_reports_up INSTANCE: the load balancer routes to the instance: its
+# server is UP in HAProxy's statistics and a health check has passed (a new
+# server counts as UP before its first check, which may still fail).
 lb_reports_up() {
-  lb_stats 2>/dev/null |
-    awk -F, -v s="$1" '$2 == s && $18 ~ /^UP/ { up = 1 } END { exit !up }'
+  lb_stats 2>/dev/null | awk -F, -v s="$1" '
+    NR == 1 { for (i = 1; i <= NF; i++) column[$i] = i; next }
+    $2 == s && $column["status"] ~ /^UP/ &&
+      $column["check_status"] ~ /L7OK/ { up = 1 }
+    END { exit !up }'
 }

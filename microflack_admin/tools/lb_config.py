@@ -272,7 +272,8 @@ defaults
     timeout http-request 10s
     timeout http-keep-alive 10s
     timeout queue 5s
-    timeout check 1s
+    # A starting instance on a busy host may take a second to answer.
+    timeout check 2s
     # WebSocket connections (Socket.IO) once upgraded.
     timeout tunnel 1h
     # A failed attempt is retried, on another server.
