@@ -272,7 +272,7 @@ defaults
     timeout http-request 10s
     timeout http-keep-alive 10s
     timeout queue 5s
-    # A starting instance on a busy host may take a second to answer.
+    # Under load, a starting instance may need over a second to answer.
     timeout check 2s
     # WebSocket connections (Socket.IO) once upgraded.
     timeout tunnel 1h
