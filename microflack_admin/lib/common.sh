@@ -84,7 +84,7 @@ make_venv() {
 venv_pip() {
   local venv="$1"
   shift
-  local tool="${MF_PIP_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/microflack/pip-venv}"
+  local tool="${MF_PIP_VENV:-${XDG_CACHE_HOME:-${HOME:-$MF_HOME}/.cache}/microflack/pip-venv}"
   if [ ! -x "$tool/bin/pip" ]; then
     local fresh
     rm -rf "$tool"      # an unfinished one
