@@ -202,7 +202,10 @@ def test_ping_user_marks_the_user_online(platform, connect):
         pushed = client.wait_for('updated_model',
                                  user_push(user['nickname'], True))
         assert pushed['model']['id'] == user['id']
-    assert rest_user(platform, user['id'])['online'] is True
+    # The REST API agrees (polled: one failed run read it offline just
+    # after the push; a user set offline again would stay so and fail).
+    platform.wait_for(lambda: rest_user(platform, user['id'])['online'],
+                      timeout=WAIT, interval=0.1, what='online in the API')
     assert pinging.received('expired_token') == []
 
 
