@@ -35,6 +35,9 @@ ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin 
 RUN python3 -m compileall -q /app
 LABEL app=microflack service=${SERVICE}
 USER 10001:10001
+# Named so that Docker tells a stop (this signal, or SIGKILL) from any
+# other `docker kill`, after which the restart policy applies.
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=5s --timeout=4s --start-period=60s --retries=3 \
   CMD ["python3", "-m", "microflack_common.healthcheck"]
 CMD ["./boot.sh"]

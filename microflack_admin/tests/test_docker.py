@@ -130,8 +130,8 @@ def test_every_service_runs_in_a_container(platform):
         assert labels['app'] == 'microflack'
         assert name.startswith(labels['service'] + '_v')
         assert container['HostConfig']['NetworkMode'] == 'host'
-        assert container['HostConfig']['RestartPolicy']['Name'] == \
-            'unless-stopped'
+        assert container['HostConfig']['RestartPolicy']['Name'] == 'always'
+        assert container['Config']['StopSignal'] == 'SIGTERM'
         assert name in platform.instances(labels['service'])
         # The secrets went in through an env file, never a command line.
         assert not any('SECRET' in arg for arg in container['Args'])
@@ -193,16 +193,15 @@ def gunicorn_master_pid(name):
     return int(children[0])
 
 
-def test_a_crashed_container_is_restarted_and_registers_again(platform):
-    """Its process killed with SIGKILL (a crash, the OOM killer): Docker's
-    restart policy starts the container again, which registers itself and
-    serves through the load balancer."""
-    name = next(n for n in containers(platform) if n.startswith('tokens_'))
-    platform.etcd_delete(f'/services/tokens/upstream/{name}')
-    os.kill(gunicorn_master_pid(name), signal.SIGKILL)
-    platform.wait_for(lambda: inspect(name)['RestartCount'] >= 1, timeout=20,
-                      interval=0.2, what='restarted by its policy')
-    platform.wait_for(lambda: name in platform.instances('tokens'),
+def assert_restarted_and_registered(platform, name, restarts_before):
+    """The container `name` was restarted by its policy, registered itself
+    again (its registry key was deleted before) and serves through the load
+    balancer."""
+    platform.wait_for(
+        lambda: inspect(name)['RestartCount'] > restarts_before, timeout=20,
+        interval=0.2, what='restarted by its policy')
+    service = inspect(name)['Config']['Labels']['service']
+    platform.wait_for(lambda: name in platform.instances(service),
                       timeout=30, interval=0.2, what='registered again')
     token = platform.user_with_token(unique('restart'))
     platform.wait_for(
@@ -210,6 +209,31 @@ def test_a_crashed_container_is_restarted_and_registers_again(platform):
             f'{platform.lb}/api/tokens', timeout=5,
             headers={'Authorization': f'Bearer {token}'}).status_code == 200,
         timeout=15, interval=0.2, what='served again')
+    assert inspect(name)['State']['Status'] == 'running'
+
+
+def test_a_crashed_container_is_restarted_and_registers_again(platform):
+    """Its process killed with SIGKILL (a crash, the OOM killer): Docker's
+    restart policy starts the container again, which registers itself and
+    serves through the load balancer."""
+    name = next(n for n in containers(platform) if n.startswith('tokens_'))
+    before = inspect(name)['RestartCount']
+    platform.etcd_delete(f'/services/tokens/upstream/{name}')
+    os.kill(gunicorn_master_pid(name), signal.SIGKILL)
+    assert_restarted_and_registered(platform, name, before)
+
+
+def test_a_container_killed_with_docker_kill_is_restarted(platform):
+    """`docker kill` with a signal that is not the image's stop signal
+    (gunicorn's SIGQUIT: quick shutdown) is no operator's stop for Docker:
+    the policy restarts the container, which runs its migrations again,
+    registers itself and serves. (Docker never restarts after a kill with
+    the stop signal or SIGKILL: that is a stop, as mfkill's.)"""
+    name = next(n for n in containers(platform) if n.startswith('users_'))
+    before = inspect(name)['RestartCount']
+    platform.etcd_delete(f'/services/users/upstream/{name}')
+    docker('kill', '--signal', 'SIGQUIT', name)
+    assert_restarted_and_registered(platform, name, before)
 
 
 def test_mfrun_and_mfkill_one_container(platform):
