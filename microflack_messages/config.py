@@ -3,17 +3,11 @@ from pathlib import Path
 
 from microflack_common import config as common
 from microflack_common.config import env_bool, env_float, env_int, env_str
+from microflack_common.database import engine_options
 
 HERE = Path(__file__).parent
 VERSION = (HERE / 'VERSION').read_text().strip()
 DEV_DATABASE_URL = f"sqlite:///{HERE / 'messages.sqlite'}"
-
-
-def engine_options(url):
-    """MySQL drops idle connections: check them before use, renew hourly."""
-    if url.startswith('mysql'):
-        return {'pool_pre_ping': True, 'pool_recycle': 3600}
-    return {}
 
 
 class Config:

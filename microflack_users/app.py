@@ -5,6 +5,7 @@ from flask import Flask
 
 from config import config
 from microflack_common import config as common_config
+from microflack_common.database import init_database
 from microflack_common.service import init_service
 from models import db
 
@@ -17,7 +18,7 @@ def create_app(config_class=None, migrations=True, **platform_parts):
     app = Flask(__name__)
     app.config.from_object(config_class or common_config.select(config))
     platform = init_service(app, **platform_parts)
-    db.init_app(app)
+    init_database(app, db)
     if migrations:
         from flask_migrate import Migrate
         Migrate(app, db, directory=MIGRATIONS)

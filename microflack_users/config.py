@@ -2,17 +2,10 @@
 from pathlib import Path
 
 from microflack_common import config as common
+from microflack_common.database import engine_options
 
 BASE_DIR = Path(__file__).parent
 VERSION = (BASE_DIR / 'VERSION').read_text().strip()
-
-
-def engine_options(database_url):
-    """MySQL/MariaDB drop idle connections after a while: test each one
-    before use and replace it well before that happens."""
-    if database_url.startswith(('mysql', 'mariadb')):
-        return {'pool_pre_ping': True, 'pool_recycle': 3600}
-    return {}
 
 
 class Config:

@@ -60,11 +60,16 @@ for pair in "${wanted[@]}"; do
   fi
   missing+=("$package")
 done
-# A Python that cannot make virtualenvs needs its venv module.
-if command -v python3 >/dev/null 2>&1 &&
-    ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  missing+=("python3-venv")
-fi
+# A Python that cannot make virtualenvs needs its venv module: the
+# distribution's, which the platform prefers (see python_for_venvs), and
+# the one first on PATH.
+for python in /usr/bin/python3 python3; do
+  if command -v "$python" >/dev/null 2>&1 &&
+      ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=("python3-venv")
+    break
+  fi
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   log "all system packages are present"

@@ -60,9 +60,20 @@ common_version() {
     "$MF_ROOT/microflack_common/src/microflack_common/__init__.py"
 }
 
-# python_for_venvs: the Python that creates the platform's virtualenvs.
+# python_for_venvs: the Python that creates the platform's virtualenvs:
+# MF_PYTHON if set, else the distribution's /usr/bin/python3 when it is
+# 3.11 or newer and can make virtualenvs (Debian builds it with PGO and LTO:
+# it runs the services about a fifth faster than a self-compiled python3
+# that may come first on PATH, pyenv's for one), else python3.
 python_for_venvs() {
-  local python="${MF_PYTHON:-python3}"
+  local python="${MF_PYTHON:-}"
+  if [ -z "$python" ]; then
+    python=python3
+    if /usr/bin/python3 -c 'import sys, venv, ensurepip
+sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      python=/usr/bin/python3
+    fi
+  fi
   command -v "$python" >/dev/null 2>&1 || die "'$python' is not installed"
   "$python" -c 'import venv, ensurepip' 2>/dev/null ||
     die "$python cannot create virtualenvs: install python3-venv"

@@ -5,6 +5,7 @@ import time
 import jwt
 import pytest
 
+from microflack_common import tokens
 from microflack_common.tokens import InvalidToken, decode_token, generate_token
 
 KEY = 'a-test-key-that-is-at-least-32-bytes'
@@ -80,3 +81,46 @@ def test_user_id_must_be_integer(user_id):
     token = jwt.encode(payload, KEY, algorithm='HS256')
     with pytest.raises(InvalidToken):
         decode_token(token, KEY)
+
+
+@pytest.mark.parametrize('exp', ['soon', None, True, [1]])
+def test_exp_must_be_a_number(exp):
+    token = jwt.encode({'user_id': 1, 'exp': exp}, KEY, algorithm='HS256')
+    with pytest.raises(InvalidToken):
+        decode_token(token, KEY)
+
+
+def test_the_signature_of_a_token_is_checked_once(monkeypatch):
+    tokens._verified_claims.cache_clear()
+    calls = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args, **kwargs):
+        calls.append(args[0])
+        return real_decode(*args, **kwargs)
+    monkeypatch.setattr(tokens.jwt, 'decode', counting_decode)
+    token = generate_token(7, KEY, expires_in=60)
+    assert [decode_token(token, KEY)['user_id'] for _ in range(3)] == [7] * 3
+    assert calls == [token]
+
+
+def test_a_verified_token_still_expires(monkeypatch):
+    token = generate_token(3, KEY, expires_in=2)
+    assert decode_token(token, KEY)['user_id'] == 3
+    later = time.time() + 3
+    monkeypatch.setattr(tokens.time, 'time', lambda: later)
+    with pytest.raises(InvalidToken, match='expired'):
+        decode_token(token, KEY)
+
+
+def test_a_verified_token_is_refused_under_another_key():
+    token = generate_token(4, KEY, expires_in=60)
+    assert decode_token(token, KEY)['user_id'] == 4
+    with pytest.raises(InvalidToken):
+        decode_token(token, 'another-key-that-is-also-32-bytes-long')
+
+
+def test_the_claims_given_out_are_a_copy():
+    token = generate_token(5, KEY, expires_in=60)
+    decode_token(token, KEY)['user_id'] = 99
+    assert decode_token(token, KEY)['user_id'] == 5

@@ -1,5 +1,6 @@
 """The app's wiring: schema from the migrations, settings, entry points."""
 import importlib
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +12,8 @@ from flask_migrate import downgrade, upgrade
 import app as app_module
 import config
 import tasks
+from microflack_common.database import engine_options
+from microflack_common.testing import drop_pooled_connections
 from models import db
 
 
@@ -56,10 +59,24 @@ def test_database_urls():
     assert config.DevConfig.SQLALCHEMY_DATABASE_URI.startswith('sqlite:///')
     assert config.DevConfig.SQLALCHEMY_DATABASE_URI.endswith(
         'microflack_messages/messages.sqlite')
-    assert config.engine_options('mysql+pymysql://u:p@127.0.0.1/db') == {
-        'pool_pre_ping': True, 'pool_recycle': 3600}
-    assert config.engine_options('sqlite://') == {}
+    assert engine_options(config.TestConfig.SQLALCHEMY_DATABASE_URI) == \
+        config.TestConfig.SQLALCHEMY_ENGINE_OPTIONS
     assert 'DATABASE_URL' in config.ProdConfig.REQUIRED_SETTINGS
+
+
+def test_connections_the_server_dropped_are_replaced(app, client, token):
+    """MariaDB ended the pooled connections (a restart, its wait_timeout):
+    once they sat idle, the next requests get working ones."""
+    with app.app_context():
+        if db.engine.dialect.name != 'mysql':
+            pytest.skip('needs MariaDB: runs in the messages-mariadb suite')
+        assert client.get('/api/messages').status == 200
+        assert drop_pooled_connections(db) >= 1
+    time.sleep(app.config['DB_PING_AFTER_IDLE'] + 0.1)
+    for _ in range(3):
+        assert client.get('/api/messages').status == 200
+    assert client.post('/api/messages', {'source': 'still here'},
+                       token=token(1)).status == 201
 
 
 def test_settings_from_the_environment():
@@ -76,7 +93,8 @@ def test_settings_from_the_environment():
         assert reloaded.TestConfig.ALLOW_PRIVATE_LINKS is False
         assert reloaded.ProdConfig.SQLALCHEMY_DATABASE_URI == \
             'mysql+pymysql://u:p@127.0.0.1/x'
-        assert reloaded.ProdConfig.SQLALCHEMY_ENGINE_OPTIONS['pool_pre_ping']
+        assert reloaded.ProdConfig.SQLALCHEMY_ENGINE_OPTIONS == {
+            'pool_recycle': 3600}
     finally:
         importlib.reload(config)
 

@@ -2,6 +2,7 @@
 the WSGI entry point."""
 import importlib
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -10,8 +11,10 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from app import create_app
-from config import Config, ProdConfig, TestConfig, engine_options
+from config import Config, ProdConfig, TestConfig
 from microflack_common.config import ConfigError
+from microflack_common.database import engine_options
+from microflack_common.testing import drop_pooled_connections
 from models import db
 
 
@@ -32,10 +35,23 @@ def test_migrations_go_down_and_up_again(app, add_user):
 
 
 def test_engine_options():
-    mysql_options = {'pool_pre_ping': True, 'pool_recycle': 3600}
-    assert engine_options('mysql+pymysql://u:p@h/db') == mysql_options
-    assert engine_options('mariadb+pymysql://u:p@h/db') == mysql_options
-    assert engine_options('sqlite://') == {}
+    assert engine_options(TestConfig.SQLALCHEMY_DATABASE_URI) == \
+        TestConfig.SQLALCHEMY_ENGINE_OPTIONS
+
+
+def test_connections_the_server_dropped_are_replaced(app, client, add_user,
+                                                     token):
+    """MariaDB ended the pooled connections (a restart, its wait_timeout):
+    once they sat idle, the next requests get working ones."""
+    if not TestConfig.SQLALCHEMY_DATABASE_URI.startswith('mysql'):
+        pytest.skip('needs MariaDB: runs in the users-mariadb suite')
+    user_id = add_user('pooled')
+    assert client.get('/api/users', token=token(user_id)).status == 200
+    with app.app_context():
+        assert drop_pooled_connections(db) >= 1
+    time.sleep(app.config['DB_PING_AFTER_IDLE'] + 0.1)
+    for _ in range(3):
+        assert client.get('/api/users', token=token(user_id)).status == 200
 
 
 def test_settings_defaults():

@@ -85,7 +85,11 @@ class Config:
     # `flask db-upgrade-locked`: how long an instance waits while another
     # one migrates the same database (seconds).
     MIGRATION_LOCK_TIMEOUT = env_float('MIGRATION_LOCK_TIMEOUT', 60)
+    # A pooled database connection idle for longer than this (seconds) is
+    # pinged before use (see microflack_common.database).
+    DB_PING_AFTER_IDLE = env_float('DB_PING_AFTER_IDLE', 1.0)
 
+    # Unsorted keys: as written, and cheaper to serialise.
     JSON_SORT_KEYS = False
     MAX_CONTENT_LENGTH = env_int('MAX_CONTENT_LENGTH', 256 * 1024)
     REQUIRED_SETTINGS = ()

@@ -112,6 +112,8 @@ def init_service(app, etcd=None, http=None, pusher=None):
         pusher = ModelPusher.from_redis(config.get('REDIS'),
                                         config.get('REDIS_CHANNEL'))
     app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
+    # Flask 3 reads the key order from its JSON provider, not the config.
+    app.json.sort_keys = config['JSON_SORT_KEYS']
     register_error_handlers(app)
     app.register_blueprint(health)
     # Every service gets it; it refuses to run where there is no database.

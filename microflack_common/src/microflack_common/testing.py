@@ -264,6 +264,27 @@ def empty_tables(db):
     db.session.commit()
 
 
+def drop_pooled_connections(db):
+    """As a MariaDB restart or its ``wait_timeout`` would: the server ends
+    every connection of the app's pool (from a connection of its own), and
+    the pool finds out only when it next uses them. Returns how many."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    assert db.engine.pool.checkedin(), 'the pool holds no connection'
+    killer = sa.create_engine(db.engine.url, poolclass=NullPool)
+    try:
+        with killer.connect() as connection:
+            ids = connection.exec_driver_sql(
+                'SELECT id FROM information_schema.processlist '
+                'WHERE db = DATABASE() AND id <> CONNECTION_ID()').scalars().all()
+            for connection_id in ids:
+                connection.exec_driver_sql(f'KILL CONNECTION {int(connection_id)}')
+    finally:
+        killer.dispose()
+    return len(ids)
+
+
 def reset_fakes(app):
     """Forget what the app's fake registry and pusher hold."""
     platform = app.extensions['microflack']

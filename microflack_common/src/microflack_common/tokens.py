@@ -2,8 +2,14 @@
 
 The algorithm is pinned on both sides: a token is only accepted when it was
 signed with HS256 and the platform key, whatever its header claims.
+
+Every authenticated request decodes its token; a client sends the same one
+for an hour. So the signature check of a token is done once and its claims
+kept (for the last ``VERIFIED_CACHE_SIZE`` tokens seen); the expiry is
+checked on every use.
 """
 import time
+from functools import lru_cache
 
 import jwt
 
@@ -19,16 +25,34 @@ def generate_token(user_id, secret_key, expires_in=3600):
     return jwt.encode(payload, secret_key, algorithm=ALGORITHM)
 
 
+VERIFIED_CACHE_SIZE = 1024
+
+
 def decode_token(token, secret_key):
     """Return the claims of a valid token, or raise InvalidToken."""
     if not isinstance(token, str) or not token:
         raise InvalidToken('no token')
+    claims = _verified_claims(token, secret_key)
+    # As PyJWT: a token is expired from its `exp` second on.
+    if claims['exp'] <= time.time():
+        raise InvalidToken('Signature has expired')
+    return dict(claims)
+
+
+@lru_cache(maxsize=VERIFIED_CACHE_SIZE)
+def _verified_claims(token, secret_key):
+    """The claims of a token whose signature and claims are valid, whatever
+    its expiry (checked by the caller). Invalid tokens raise and are not
+    kept."""
     try:
         claims = jwt.decode(token, secret_key, algorithms=[ALGORITHM],
-                            options={'require': ['exp', 'user_id']})
+                            options={'require': ['exp', 'user_id'],
+                                     'verify_exp': False})
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None
-    user_id = claims['user_id']
+    user_id, exp = claims['user_id'], claims['exp']
     if not isinstance(user_id, int) or isinstance(user_id, bool):
         raise InvalidToken('user_id claim is not an integer')
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+        raise InvalidToken('exp claim is not a number')
     return claims
