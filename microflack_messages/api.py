@@ -1,6 +1,6 @@
 """/api/messages: post, list, read and edit chat messages."""
 from flask import Blueprint, abort, current_app, jsonify
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from microflack_common.auth import current_user_id, token_auth, token_optional_auth
 from microflack_common.utils import timestamp
@@ -13,6 +13,11 @@ messages = Blueprint('messages', __name__)
 
 # GET /api/messages never returns messages older than this (seconds).
 HISTORY = 24 * 60 * 60
+
+_table = Message.__table__
+# Built once: SQLAlchemy then finds its compiled form without rebuilding it.
+MESSAGES_SINCE = select(_table).where(_table.c.updated_at >= bindparam('since')) \
+    .order_by(_table.c.updated_at, _table.c.id)
 
 
 def source_from_request():
@@ -59,14 +64,11 @@ def get_messages():
     updated_since = int_arg('updated_since')
     if updated_since is not None:
         since = max(since, updated_since)
-    table = Message.__table__
-    query = select(table).where(table.c.updated_at >= since) \
-        .order_by(table.c.updated_at, table.c.id)
     # A connection of its own rather than the session: a read needs no unit
     # of work, and the session would roll back twice (its transaction, then
     # the pool the connection), one database round trip too many.
     with db.engine.connect() as connection:
-        rows = connection.execute(query).all()
+        rows = connection.execute(MESSAGES_SINCE, {'since': since}).all()
     return jsonify(messages=[message_dict(row) for row in rows])
 
 
