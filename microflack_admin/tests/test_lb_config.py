@@ -120,7 +120,9 @@ def test_defaults(settings, haproxy_check):
                  'option redispatch 1', 'retries 3',
                  'retry-on all-retryable-errors',
                  'option httpchk GET /health',
-                 'load-server-state-from-file global'):
+                 'load-server-state-from-file global',
+                 'option http-keep-alive', 'http-reuse never',
+                 'timeout http-keep-alive 10s'):
         assert line in defaults
     default_server = next(line for line in defaults
                           if line.startswith('default-server'))
@@ -133,6 +135,14 @@ def test_defaults(settings, haproxy_check):
     assert not [line for line in frontend if line.startswith('acl')]
     assert 'default_backend' not in text
     haproxy_check(text)
+
+
+def test_gunicorn_outlasts_an_idle_client_connection():
+    """A server connection belongs to one client connection: gunicorn must
+    keep it open longer than HAProxy keeps an idle client connection, or it
+    could close it just as the client's next request goes out on it."""
+    from microflack_common import gunicorn_config
+    assert gunicorn_config.keepalive > 10
 
 
 @pytest.mark.parametrize('algorithm', BALANCE_ALGORITHMS)

@@ -257,11 +257,13 @@ global
 defaults
     mode http
     option forwardfor
-    # A fresh server connection per request (as gunicorn's sync workers
-    # want anyway): no request is ever sent on a connection the server is
-    # closing. HAProxy 2.6.12 old workers were also seen to crash on reload
-    # when L7 retries met reused server connections.
-    option http-server-close
+    # A client connection keeps its server connection between requests
+    # (never shared with another client's): no new connection to gunicorn
+    # per request. gunicorn keeps an idle one open longer (keepalive 15 s)
+    # than HAProxy keeps an idle client connection (10 s), so it never
+    # closes one under a request.
+    option http-keep-alive
+    http-reuse never
     # On reload the old worker answers the next request of an idle client
     # connection (with Connection: close) instead of closing it under the
     # client, which would fail a request sent at that moment.

@@ -28,6 +28,9 @@ workers = env_int('WEB_CONCURRENCY', 2)
 worker_class = os.environ.get('GUNICORN_WORKER_CLASS', 'gthread')
 threads = env_int('GUNICORN_THREADS', 4)
 graceful_timeout = env_int('GRACEFUL_TIMEOUT', 4)
+# Seconds an idle connection stays open: longer than the load balancer's
+# client keep-alive (10 s), whose server connections it is.
+keepalive = env_int('GUNICORN_KEEPALIVE', 15)
 timeout = env_int('GUNICORN_TIMEOUT', 30)
 accesslog = os.environ.get('GUNICORN_ACCESSLOG') or None
 control_socket_disable = True    # gunicorn 27+: several instances per folder
