@@ -89,12 +89,11 @@ make_venv() {
   fi
 }
 
-# venv_pip VENV ARGS...: pip, acting on VENV (pip's --python), from one
-# virtualenv that holds pip for all the others: MF_PIP_VENV, by default in
-# the user's cache (it holds nothing but pip, so every MF_HOME shares it).
-venv_pip() {
-  local venv="$1"
-  shift
+# shared_pip ARGS...: pip, from one virtualenv that holds pip for all the
+# others and builds the wheelhouse: MF_PIP_VENV, by default in the user's
+# cache (it holds nothing but pip, so every MF_HOME shares it; the system
+# Python needs no pip of its own).
+shared_pip() {
   local tool="${MF_PIP_VENV:-${XDG_CACHE_HOME:-${HOME:-$MF_HOME}/.cache}/microflack/pip-venv}"
   if [ ! -x "$tool/bin/pip" ]; then
     local fresh
@@ -107,8 +106,14 @@ venv_pip() {
     # pip is used.
     mv -T "$fresh" "$tool" 2>/dev/null || rm -rf "$fresh"
   fi
-  "$tool/bin/python" -m pip --python "$venv/bin/python" \
-    --disable-pip-version-check "$@"
+  "$tool/bin/python" -m pip --disable-pip-version-check "$@"
+}
+
+# venv_pip VENV ARGS...: the shared pip, acting on VENV (pip's --python).
+venv_pip() {
+  local venv="$1"
+  shift
+  shared_pip --python "$venv/bin/python" "$@"
 }
 
 # pip_from_wheelhouse VENV ARGS...: install from the wheelhouse only.
@@ -123,14 +128,11 @@ pip_from_wheelhouse() {
 # offline. The package index is asked only when the wheelhouse lacks
 # something.
 fill_wheelhouse() {
-  local args=() file
+  local args=(wheel --quiet --wheel-dir "$WHEELHOUSE" --find-links "$WHEELHOUSE")
+  local file
   for file in "$@"; do args+=(-r "$file"); done
   mkdir -p "$WHEELHOUSE"
-  "$(python_for_venvs)" -m pip wheel --quiet --disable-pip-version-check \
-    --no-index --wheel-dir "$WHEELHOUSE" --find-links "$WHEELHOUSE" \
-    "${args[@]}" >/dev/null 2>&1 ||
-  "$(python_for_venvs)" -m pip wheel --quiet --disable-pip-version-check \
-    --wheel-dir "$WHEELHOUSE" --find-links "$WHEELHOUSE" "${args[@]}"
+  shared_pip "${args[@]}" --no-index >/dev/null 2>&1 || shared_pip "${args[@]}"
 }
 
 # random_secret: 40 letters and digits from the kernel's CSPRNG.
