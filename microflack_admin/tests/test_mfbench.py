@@ -108,6 +108,17 @@ def test_a_missed_target_is_marked(change, missed):
     assert list(verdicts.values()).count('MISSED') == 1
 
 
+def test_ratios_of_the_rounds_are_preferred():
+    """The ratios taken within each round (what mfbench writes) win over
+    the ratio of the medians."""
+    results = copy.deepcopy(RESULTS)
+    results.update(lb_cost=0.12, ceiling_ratio=0.39)
+    verdicts = rows(results)
+    assert verdicts['load balancer cost'] == 'MISSED'
+    assert verdicts['(1) / ceiling'] == 'MISSED'
+    assert '12%' in report(results) and '39%' in report(results)
+
+
 def test_memory_after_load_is_reported_not_judged():
     results = copy.deepcopy(RESULTS)
     results['memory_loaded'] = memory(90)
