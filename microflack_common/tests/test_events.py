@@ -1,6 +1,8 @@
-"""Model pushes: the write-only emitter against a real Redis."""
+"""Model pushes: the publisher against a real Redis."""
 import json
 import logging
+import socket
+import threading
 import time
 
 import pytest
@@ -11,8 +13,12 @@ from sqlalchemy.orm import declarative_base, sessionmaker
 
 from microflack_common import config as common_config
 from microflack_common.events import (
+    CHANNEL,
     ModelPusher,
     NullPusher,
+    RedisError,
+    RedisPublisher,
+    redis_url,
     track_model_changes,
 )
 from microflack_common.service import init_service
@@ -133,3 +139,60 @@ def test_track_model_changes_pushes_after_commit():
         session.rollback()                  # rolled back: no push
         assert len(pusher.pushes) == 2
         session.close()
+
+
+def test_pushes_are_python_socketio_messages(redis_address, subscriber):
+    """The socketio service's listener reads what python-socketio's own
+    write-only Redis manager publishes: the publisher sends the very same
+    message (only the sender's random id differs)."""
+    import socketio
+    model = {'class': 'User', 'model': {'id': 1, 'nickname': 'susan'}}
+    RedisPublisher(redis_address).emit('updated_model', model)
+    theirs = socketio.RedisManager(redis_url(redis_address), channel=CHANNEL,
+                                   write_only=True)
+    theirs.emit('updated_model', model, namespace='/')
+    ours, reference = next_event(subscriber), next_event(subscriber)
+    assert len(ours.pop('host_id')) == len(reference.pop('host_id')) == 32
+    assert ours == reference
+
+
+def test_publisher_selects_its_database(redis_address, subscriber):
+    publisher = RedisPublisher(f'redis://{redis_address}/3')
+    assert publisher.database == 3
+    assert publisher.emit('updated_model', {'id': 4}) == '1'   # 1 listener
+    assert next_event(subscriber)['data'] == [{'id': 4}]
+
+
+def test_publisher_reports_redis_errors(redis_address):
+    """A refused AUTH (this Redis has no password) is an error, not a
+    silent drop; the publisher is left disconnected."""
+    publisher = RedisPublisher(f'redis://:not-the-password@{redis_address}/0')
+    assert publisher.credentials == ('not-the-password',)
+    with pytest.raises(RedisError):
+        publisher.emit('updated_model', {'id': 5})
+    assert publisher._socket is None
+
+
+def test_publisher_reconnects_after_redis_dropped_it(redis_address,
+                                                     subscriber):
+    host, port = redis_address.rsplit(':', 1)
+    publisher = RedisPublisher(redis_address)
+    client_id = publisher.command('CLIENT', 'ID')
+    redis_lib.Redis(host=host, port=int(port)).client_kill_filter(
+        _id=client_id)
+    with pytest.raises((RedisError, OSError)):
+        publisher.emit('updated_model', {'id': 6})
+    assert publisher.emit('updated_model', {'id': 7}) == '1'
+    assert next_event(subscriber)['data'] == [{'id': 7}]
+
+
+def test_a_server_that_hangs_up_is_an_error():
+    with socket.socket() as server:
+        server.bind(('127.0.0.1', 0))
+        server.listen()
+        port = server.getsockname()[1]
+        hang_up = threading.Thread(target=lambda: server.accept()[0].close())
+        hang_up.start()
+        with pytest.raises((RedisError, OSError)):
+            RedisPublisher(f'127.0.0.1:{port}').emit('updated_model', {})
+        hang_up.join(5)
