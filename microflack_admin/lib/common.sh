@@ -95,13 +95,25 @@ make_venv() {
 # Python needs no pip of its own).
 shared_pip() {
   local tool="${MF_PIP_VENV:-${XDG_CACHE_HOME:-${HOME:-$MF_HOME}/.cache}/microflack/pip-venv}"
-  if [ ! -x "$tool/bin/pip" ]; then
+  local python identity
+  python="$(python_for_venvs)"
+  # pip resolves the requirements' markers (redis wants async-timeout on
+  # Python < 3.11.3) for the Python it runs on: the one of the virtualenvs
+  # it fills. The default one, if another Python made it, is made again
+  # (a MF_PIP_VENV given is used as it is).
+  identity="$("$python" -c 'import sys; print(sys.base_prefix, sys.version)')"
+  if [ ! -x "$tool/bin/pip" ] || { [ -z "${MF_PIP_VENV:-}" ] &&
+      [ "$(cat "$tool/.python" 2>/dev/null)" != "$identity" ]; }; then
     local fresh
-    rm -rf "$tool"      # an unfinished one
+    if [ -n "${MF_PIP_VENV:-}" ] && [ -e "$tool" ]; then
+      die "MF_PIP_VENV=$tool has no pip: name a virtualenv with pip, or a path that does not exist yet"
+    fi
+    rm -rf "$tool"      # an unfinished one, or another Python's
     mkdir -p "$(dirname "$tool")"
     fresh="$(mktemp -d "$tool.XXXXXX")"
-    "$(python_for_venvs)" -m venv "$fresh" ||
+    "$python" -m venv "$fresh" ||
       die "cannot create a virtualenv in $fresh (is python3-venv installed?)"
+    printf '%s\n' "$identity" > "$fresh/.python"
     # Made aside, then moved in whole; if another build was quicker, its
     # pip is used.
     mv -T "$fresh" "$tool" 2>/dev/null || rm -rf "$fresh"
