@@ -54,5 +54,3 @@ def ping_idle_connections(engine, after_idle):
             engine.dialect.do_ping(dbapi_connection)
         except Exception as error:  # noqa: BLE001 - any failure: reconnect
             raise exc.DisconnectionError(str(error)) from error
-
-    return ping_if_idle

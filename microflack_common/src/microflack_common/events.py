@@ -51,8 +51,12 @@ class RedisPublisher:
         url = urlsplit(redis_url(redis))
         self.address = (url.hostname or '127.0.0.1', url.port or 6379)
         self.tls = url.scheme == 'rediss'
-        self.credentials = tuple(unquote(part) for part
-                                 in (url.username, url.password) if part)
+        # AUTH [user] password: a user name alone authenticates nothing.
+        self.credentials = ()
+        if url.password:
+            self.credentials = (unquote(url.password),)
+            if url.username:
+                self.credentials = (unquote(url.username), *self.credentials)
         self.database = int(url.path.strip('/') or 0)
         self.channel = channel
         self.timeout = timeout
