@@ -3,9 +3,10 @@ from flask import Blueprint, abort, current_app, jsonify
 from sqlalchemy import bindparam, select
 
 from microflack_common.auth import current_user_id, token_auth, token_optional_auth
+from microflack_common.database import PreparedRead
 from microflack_common.utils import timestamp
 from microflack_common.validation import int_arg, json_object, string_field
-from models import MAX_ID, Message, db, message_dict
+from models import MAX_ID, Message, db, message_json
 from render import render
 from tasks import schedule_link_expansion
 
@@ -15,9 +16,11 @@ messages = Blueprint('messages', __name__)
 HISTORY = 24 * 60 * 60
 
 _table = Message.__table__
-# Built once: SQLAlchemy then finds its compiled form without rebuilding it.
-MESSAGES_SINCE = select(_table).where(_table.c.updated_at >= bindparam('since')) \
-    .order_by(_table.c.updated_at, _table.c.id)
+# Each row is one message's JSON, written by the database (message_json).
+MESSAGES_SINCE = PreparedRead(
+    select(message_json(_table))
+    .where(_table.c.updated_at >= bindparam('since'))
+    .order_by(_table.c.updated_at, _table.c.id))
 
 
 def source_from_request():
@@ -64,12 +67,15 @@ def get_messages():
     updated_since = int_arg('updated_since')
     if updated_since is not None:
         since = max(since, updated_since)
-    # A connection of its own rather than the session: a read needs no unit
-    # of work, and the session would roll back twice (its transaction, then
-    # the pool the connection), one database round trip too many.
-    with db.engine.connect() as connection:
-        rows = connection.execute(MESSAGES_SINCE, {'since': since}).all()
-    return jsonify(messages=[message_dict(row) for row in rows])
+    # Not the session: a read needs no unit of work, and the session would
+    # roll back its transaction afterwards, a database round trip for
+    # nothing (see microflack_common.database).
+    items = MESSAGES_SINCE.scalars(since=since)
+    # The messages are JSON already: only the envelope is written here
+    # (with jsonify's trailing newline).
+    return current_app.response_class(
+        '{"messages":[' + ','.join(items) + ']}\n',
+        mimetype=current_app.json.mimetype)
 
 
 @messages.route('/<int:message_id>', methods=['GET'])

@@ -1,6 +1,6 @@
 """The messages table and its JSON form."""
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import BigInteger, Integer, Text
+from sqlalchemy import BigInteger, Integer, String, Text, cast, func, literal_column
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,3 +55,32 @@ def message_dict(message):
 # Every committed insert or update (post, link expansion, edit) is pushed to
 # the browsers as an ``updated_model`` event.
 track_model_changes(db.session, {Message: 'Message'})
+
+
+def message_json(table):
+    """The same JSON as ``message_dict`` gives, as an SQL expression: the
+    database writes each message's JSON itself, so that the list, the hot
+    path, reads one string per message instead of seven columns that
+    Python would turn into dicts and encode. Written with concatenation and
+    JSON_QUOTE (MariaDB and SQLite alike), which costs MariaDB less than
+    JSON_OBJECT. A test holds the two forms equal."""
+    def text(value):
+        # Inlined rather than bound: PyMySQL would escape a dozen
+        # parameters into every query.
+        return literal_column(f"'{value}'", String)
+
+    def number(column):
+        return cast(column, String)
+
+    c = table.c
+    return (text('{"id":') + number(c.id)
+            + text(',"created_at":') + number(c.created_at)
+            + text(',"updated_at":') + number(c.updated_at)
+            + text(',"source":') + func.json_quote(c.source, type_=String)
+            + text(',"html":') + func.json_quote(c.html, type_=String)
+            + text(',"user_id":') + number(c.user_id)
+            + text(',"edited_at":')
+            + func.coalesce(number(c.edited_at), text('null'))
+            + text(',"_links":{"self":"/api/messages/') + number(c.id)
+            + text('","user":"/api/users/') + number(c.user_id)
+            + text('"}}'))

@@ -41,6 +41,8 @@ class Config:
     # Sticky sessions: a client's polling and WebSocket requests must reach
     # the same instance.
     LB_ALGORITHM = common.env_str('LB_ALGORITHM', 'source')
+    # Flask-SocketIO starts each connection's session from Flask's.
+    COOKIE_SESSIONS = True
     CORS_ALLOWED_ORIGINS = allowed_origins(
         common.env_str('CORS_ALLOWED_ORIGINS'))
     # eventlet, threading, ...; unset: Flask-SocketIO picks (threading

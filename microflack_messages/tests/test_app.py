@@ -12,7 +12,7 @@ from flask_migrate import downgrade, upgrade
 import app as app_module
 import config
 import tasks
-from microflack_common.database import engine_options
+from microflack_common.database import engine_options, read_connection
 from microflack_common.testing import drop_pooled_connections
 from models import db
 
@@ -115,3 +115,33 @@ def test_gunicorn_worker_exit_shuts_down_the_runner(app):
     gunicorn_config.worker_exit(None, Worker())
     assert tasks.background(other).stopping.is_set()
     assert not tasks.background(app).stopping.is_set()
+
+
+def test_lists_are_read_without_a_transaction(app, client, add_message):
+    """GET /api/messages reads on a pool of autocommit connections: it
+    sees a message committed a moment ago, and returning its connection
+    sends MariaDB no ROLLBACK (one round trip per read saved)."""
+    with app.app_context():
+        if db.engine.dialect.name != 'mysql':
+            pytest.skip('needs MariaDB: runs in the messages-mariadb suite')
+        assert client.get('/api/messages').status == 200
+
+        def counters():
+            """This connection's id, SELECTs and ROLLBACKs so far."""
+            with read_connection() as connection:
+                counts = dict(connection.exec_driver_sql(
+                    "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM "
+                    "information_schema.session_status WHERE VARIABLE_NAME "
+                    "IN ('COM_SELECT', 'COM_ROLLBACK')").all())
+                return (connection.exec_driver_sql(
+                    'SELECT CONNECTION_ID()').scalar(),
+                    int(counts['COM_SELECT']), int(counts['COM_ROLLBACK']))
+
+        connection_id, selects, rollbacks = counters()
+        for n in range(3):
+            message_id = add_message(f'fresh {n}')
+            listed = client.get('/api/messages').json['messages']
+            assert listed[-1]['id'] == message_id
+        # The same pooled connection served the three lists (and the two
+        # SELECTs of counters() itself), and rolled nothing back.
+        assert counters() == (connection_id, selects + 2 + 3, rollbacks)

@@ -66,6 +66,38 @@ def test_get_messages_anonymous_and_with_token(client, token, add_message):
     assert len(rv.json['messages']) == 1
 
 
+AWKWARD_TEXTS = [
+    ''.join(chr(code) for code in range(0, 32)) + '\x7f',
+    'quotes " \' and backslashes \\ \\" \\\\n /slash/ </script>',
+    'zoë ß 中文 🙂 \u2028\u2029 \ufeff',
+    'x' * 70000,
+]
+
+
+def test_list_json_is_the_dict_form(client, add_message, now):
+    """The list's JSON is written by the database (models.message_json):
+    each item must equal, key order included, what message_dict gives for
+    the same message, whatever its text."""
+    ids = [add_message(text, html=f'<p>{text}</p>', user_id=2 ** 31 - 1,
+                       created_at=now - 5, updated_at=now + index,
+                       edited_at=(now + index if index % 2 else None))
+           for index, text in enumerate(AWKWARD_TEXTS)]
+    ids.append(add_message('plain', user_id=1, updated_at=now + 10, edited_at=0))
+    rv = client.get('/api/messages')
+    assert rv.status == 200
+    assert rv.headers['Content-Type'] == 'application/json'
+    listed = rv.json['messages']
+    assert [item['id'] for item in listed] == ids
+    for item in listed:
+        single = client.get(f"/api/messages/{item['id']}").json
+        assert item == single
+        assert list(item) == list(single)
+        assert list(item['_links']) == list(single['_links'])
+    assert listed[0]['source'] == AWKWARD_TEXTS[0]
+    assert listed[3]['html'] == f'<p>{AWKWARD_TEXTS[3]}</p>'
+    assert listed[4]['edited_at'] == 0
+
+
 def test_get_messages_empty(client):
     rv = client.get('/api/messages')
     assert rv.status == 200

@@ -89,6 +89,9 @@ class Config:
     # pinged before use (see microflack_common.database).
     DB_PING_AFTER_IDLE = env_float('DB_PING_AFTER_IDLE', 1.0)
 
+    # Flask's signed-cookie sessions; the REST services identify callers by
+    # their tokens and have none (see service.NoCookieSessions).
+    COOKIE_SESSIONS = False
     # Unsorted keys: as written, and cheaper to serialise.
     JSON_SORT_KEYS = False
     MAX_CONTENT_LENGTH = env_int('MAX_CONTENT_LENGTH', 256 * 1024)

@@ -4,7 +4,8 @@
 the settings, builds the registry client, the revocation list, the
 inter-service HTTP client and the model pusher, installs the JSON error
 handlers, logging, ``GET /health`` and the ``flask db-upgrade-locked``
-command (:mod:`.migrate`), and keeps them in
+command (:mod:`.migrate`), turns off cookie sessions where the service has
+no use for them, and keeps them in
 ``app.extensions['microflack']`` (see :func:`platform`).
 """
 # The idna codec is found by an import on its first use; done first in
@@ -15,6 +16,7 @@ import logging
 import socket
 
 from flask import Blueprint, current_app, jsonify
+from flask.sessions import SessionInterface
 
 from .config import check_required
 from .errors import register_error_handlers
@@ -84,6 +86,18 @@ def resolve_identity(config):
             f"{name}_v{config['SERVICE_VERSION']}_{host_id}"
 
 
+class NoCookieSessions(SessionInterface):
+    """No session cookie is read or written: a REST service knows its
+    caller from the token of each request. Flask would otherwise build a
+    signing serializer and look for the cookie on every request."""
+
+    def open_session(self, app, request):
+        return None     # Flask then hands out its NullSession
+
+    def save_session(self, app, session, response):
+        pass
+
+
 def setup_logging(app):
     """Log to stderr, where the platform collects every instance's output."""
     if not logging.getLogger().handlers:
@@ -114,6 +128,8 @@ def init_service(app, etcd=None, http=None, pusher=None):
     app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
     # Flask 3 reads the key order from its JSON provider, not the config.
     app.json.sort_keys = config['JSON_SORT_KEYS']
+    if not config['COOKIE_SESSIONS']:
+        app.session_interface = NoCookieSessions()
     register_error_handlers(app)
     app.register_blueprint(health)
     # Every service gets it; it refuses to run where there is no database.
