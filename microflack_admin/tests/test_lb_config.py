@@ -3,6 +3,7 @@ every kind of malformed registry entry, each result checked by the real
 ``haproxy -c``."""
 import copy
 import subprocess
+from dataclasses import replace
 
 import pytest
 from lb_config import (
@@ -115,6 +116,7 @@ def test_defaults(settings, haproxy_check):
     assert f'stats socket {settings.stats_socket} mode 600 level admin' \
         in glob
     assert f'server-state-file {settings.state_file}' in glob
+    assert 'nbthread 1' in glob
     for line in ('mode http', 'timeout connect 2s', 'timeout client 60s',
                  'timeout server 60s', 'timeout tunnel 1h',
                  'option redispatch 1', 'retries 3',
@@ -134,6 +136,12 @@ def test_defaults(settings, haproxy_check):
     assert "stats auth 'admin:pa$$#word'" in frontend
     assert not [line for line in frontend if line.startswith('acl')]
     assert 'default_backend' not in text
+    haproxy_check(text)
+
+
+def test_threads(settings, haproxy_check):
+    text = render({}, replace(settings, threads=4)).text
+    assert 'nbthread 4' in section(text, 'global')
     haproxy_check(text)
 
 
@@ -342,6 +350,7 @@ def test_good_addresses(address, expected):
 @pytest.mark.parametrize('changes', [
     {'bind': '0.0.0.0 ssl'}, {'bind': 'localhost'}, {'bind': '::1'},
     {'port': 0}, {'port': 70000}, {'port': '80'}, {'port': True},
+    {'threads': 0}, {'threads': 65}, {'threads': '2'}, {'threads': True},
     {'stats_user': ''}, {'stats_user': 'a:b'}, {'stats_user': 'a b'},
     {'stats_password': ''}, {'stats_password': "it's"},
     {'stats_password': 'a b'}, {'stats_password': 'a\nb'},

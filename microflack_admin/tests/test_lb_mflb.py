@@ -1,6 +1,7 @@
 """bin/mflb: start, stop, status, reload of the load balancer, with a
 private MF_HOME, the session's etcd and a free port on 127.0.0.1."""
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -83,6 +84,8 @@ def test_bad_arguments(tmp_path, etcd_server, args):
     ({'STATS_USER': ''}, 'STATS_USER'),
     ({'LB_PORT': '70000'}, 'LB_PORT'),
     ({'LB_PORT': 'http'}, 'LB_PORT'),
+    ({'LB_THREADS': '0'}, 'LB_THREADS'),
+    ({'LB_THREADS': 'two'}, 'LB_THREADS'),
 ])
 def test_start_refuses_missing_settings(tmp_path, etcd_server, changes,
                                         message):
@@ -92,6 +95,19 @@ def test_start_refuses_missing_settings(tmp_path, etcd_server, changes,
     assert message in result.stderr
     assert not (tmp_path / 'lb').exists()
     assert not (tmp_path / 'admin-venv').exists()
+
+
+def parent_of(pid):
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(')', 1)[1].split()[1])
+
+
+def threads_of(pid):
+    status = Path(f'/proc/{pid}/status').read_text()
+    return int(re.search(r'^Threads:\s+(\d+)', status, re.M).group(1))
 
 
 def test_start_twice_then_stop(lb_env, etcd, backends):
@@ -107,6 +123,11 @@ def test_start_twice_then_stop(lb_env, etcd, backends):
     haproxy = pid_in(lb_dir / 'haproxy.pid')
     watcher = pid_in(lb_dir / 'watcher.pid')
     assert alive(haproxy) and alive(watcher)
+    # One HAProxy thread by default (LB_THREADS).
+    assert 'nbthread 1' in (lb_dir / 'haproxy.cfg').read_text()
+    [worker] = [pid for pid in map(int, filter(str.isdigit, os.listdir('/proc')))
+                if parent_of(pid) == haproxy]
+    assert threads_of(worker) == 1
 
     # It routes what the registry says.
     backend = backends('users_1')

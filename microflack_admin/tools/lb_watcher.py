@@ -347,12 +347,12 @@ def load_settings(args):
             values[name] = getattr(args, name)
     if 'stats_password' not in values and os.environ.get('STATS_PASSWORD'):
         values['stats_password'] = os.environ['STATS_PASSWORD']
-    fields = ('bind', 'port', 'stats_user', 'stats_password', 'stats_socket',
-              'state_file')
+    fields = ('bind', 'port', 'threads', 'stats_user', 'stats_password',
+              'stats_socket', 'state_file')
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f'unknown settings: {", ".join(sorted(unknown))}')
-    missing = [name for name in fields[2:] if not values.get(name)]
+    missing = [name for name in fields[3:] if not values.get(name)]
     if missing:
         raise ValueError(f'missing settings: {", ".join(missing)}')
     return lb_config.Settings(**values)
@@ -372,7 +372,7 @@ def parse_args(argv):
     parser.add_argument('--master-pid-file',
                         help='pid file of the HAProxy master (haproxy -p)')
     parser.add_argument('--pid-file', help="this process's pid file")
-    parser.add_argument('--settings', help='JSON file: bind, port, '
+    parser.add_argument('--settings', help='JSON file: bind, port, threads, '
                         'stats_user, stats_password, stats_socket, state_file')
     parser.add_argument('--bind', help='address HAProxy listens on')
     parser.add_argument('--port', type=int, help='port HAProxy listens on')
