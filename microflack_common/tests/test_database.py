@@ -44,14 +44,14 @@ def dbapi_connection_of(engine):
 
 
 def test_a_connection_used_a_moment_ago_is_not_pinged(engine, pings):
-    ping_idle_connections(engine, after_idle=60)
+    ping_idle_connections(engine.pool, engine.dialect, after_idle=60)
     first = dbapi_connection_of(engine)
     assert dbapi_connection_of(engine) is first
     assert pings == []
 
 
 def test_an_idle_connection_is_pinged_before_use(engine, pings):
-    ping_idle_connections(engine, after_idle=0.05)
+    ping_idle_connections(engine.pool, engine.dialect, after_idle=0.05)
     first = dbapi_connection_of(engine)     # new: no ping needed
     assert pings == []
     time.sleep(0.1)
@@ -60,7 +60,7 @@ def test_an_idle_connection_is_pinged_before_use(engine, pings):
 
 
 def test_a_dead_idle_connection_is_replaced(engine, pings):
-    ping_idle_connections(engine, after_idle=0)
+    ping_idle_connections(engine.pool, engine.dialect, after_idle=0)
     first = dbapi_connection_of(engine)
     pings.failing = True
     replacement = dbapi_connection_of(engine)
@@ -69,7 +69,18 @@ def test_a_dead_idle_connection_is_replaced(engine, pings):
 
 
 def test_engine_options():
-    for url in ('mysql+pymysql://u:p@127.0.0.1/db',
-                'mariadb+pymysql://u:p@127.0.0.1/db'):
-        assert engine_options(url) == {'pool_recycle': 3600}
+    """Connections are renewed hourly; a server on this host gets no TLS
+    (whose context would cost each connection 0.8 MiB for nothing), a
+    remote one, or a URL with ssl settings, keeps PyMySQL's preference."""
+    local = {'pool_recycle': 3600, 'connect_args': {'ssl_disabled': True}}
+    for url in ('mysql+pymysql://u:p@127.0.0.1/db?charset=utf8mb4',
+                'mariadb+pymysql://u:p@localhost/db',
+                'mysql+pymysql://u:p@[::1]:3306/db'):
+        assert engine_options(url) == local, url
+    for url in ('mysql+pymysql://u:p@db.example:3306/db',
+                'mysql+pymysql://u:p@10.0.0.5/db',
+                'mysql+pymysql://u:p@127.0.0.1/db?ssl_ca=/etc/ca.pem'):
+        assert engine_options(url) == {'pool_recycle': 3600}, url
+    assert engine_options('mysql+pymysql://u:p@127.0.0.1:port/db') == \
+        {'pool_recycle': 3600}
     assert engine_options('sqlite://') == {}

@@ -11,79 +11,99 @@ the pool for longer than ``DB_PING_AFTER_IDLE`` seconds; one that fails the
 ping is replaced before the request sees it. Connections are renewed every
 hour anyway (``pool_recycle``), well within MariaDB's default eight hours.
 
-Reads that need no transaction (``read_connection()``, ``PreparedRead``)
-use a second pool of autocommit connections: a plain connection would end
-every read with a ROLLBACK, one more round trip to the server than the
-SELECT itself.
+Reads that need no transaction (``PreparedRead``) use a second pool, of
+autocommit connections: a connection in a transaction would end every read
+with a ROLLBACK, one more round trip to the server than the SELECT itself.
+It is a bare pool of DBAPI connections, not a second engine, which would
+cost each worker most of a MiB.
 """
 import time
 
 from flask import current_app
-from sqlalchemy import create_engine, event, exc
+from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 
 # Connections older than this (seconds) are replaced at their next checkout.
 POOL_RECYCLE = 3600
+LOOPBACK_HOSTS = ('127.0.0.1', 'localhost', '::1')
 
 
 def engine_options(database_url):
     """``SQLALCHEMY_ENGINE_OPTIONS`` for a database URL."""
-    if database_url.startswith(('mysql', 'mariadb')):
-        return {'pool_recycle': POOL_RECYCLE}
-    return {}
+    if not database_url.startswith(('mysql', 'mariadb')):
+        return {}
+    options = {'pool_recycle': POOL_RECYCLE}
+    try:
+        url = make_url(database_url)
+    except (exc.ArgumentError, ValueError):
+        return options      # create_engine will say what is wrong with it
+    if url.host in LOOPBACK_HOSTS \
+            and not any(name.startswith('ssl') for name in url.query):
+        # PyMySQL prefers TLS: every connection builds an SSL context from
+        # the system's CA bundle, 0.8 MiB of each worker's memory per
+        # connection, even for a server on this host, where TLS protects
+        # nothing (and MariaDB has it off by default). A remote server, or
+        # a URL with ssl settings, keeps TLS.
+        options['connect_args'] = {'ssl_disabled': True}
+    return options
 
 
 def init_database(app, db):
     """``db.init_app(app)``; on a server database, ping the pools' idle
-    connections and add the pool of ``read_connection()`` (SQLite has no
-    connection to lose, and its in-memory databases are one per engine,
-    so reads there share the one engine)."""
+    connections and add the reads' autocommit pool. (SQLite has no
+    connection to lose, and an in-memory database lives in one pool, so
+    reads there use the engine's.)"""
     db.init_app(app)
     with app.app_context():
         engine = db.engine
-    reader = engine
+    reads = engine.pool
     if engine.dialect.name in ('mysql', 'mariadb'):
-        reader = create_engine(
-            engine.url, isolation_level='AUTOCOMMIT',
-            skip_autocommit_rollback=True,
-            **app.config['SQLALCHEMY_ENGINE_OPTIONS'])
-        for pool_owner in (engine, reader):
-            ping_idle_connections(pool_owner, app.config['DB_PING_AFTER_IDLE'])
-    app.extensions['microflack_reader'] = reader
+        reads = autocommit_pool(
+            engine, app.config['SQLALCHEMY_ENGINE_OPTIONS'].get('connect_args'))
+        for pool in (engine.pool, reads):
+            ping_idle_connections(pool, engine.dialect,
+                                  app.config['DB_PING_AFTER_IDLE'])
+    app.extensions['microflack_reads'] = (reads, engine.dialect)
 
 
-def read_connection():
-    """A connection for reads that need no transaction: each statement
-    sees what is committed when it runs, and nothing is rolled back when
-    the connection goes back to the pool. Use it in a ``with`` block."""
-    return current_app.extensions['microflack_reader'].connect()
+def autocommit_pool(engine, connect_args=None):
+    """A pool of autocommit DBAPI connections to the engine's database
+    (``connect_args`` as the engine's): a connection returned to it has no
+    transaction to roll back."""
+    dialect = engine.dialect
+    args, kwargs = dialect.create_connect_args(engine.url)
+    kwargs = {**kwargs, **(connect_args or {}), 'autocommit': True}
+    return QueuePool(lambda: dialect.connect(*args, **kwargs),
+                     recycle=POOL_RECYCLE, reset_on_return=None)
 
 
-def ping_idle_connections(engine, after_idle):
+def ping_idle_connections(pool, dialect, after_idle):
     """Ping a pooled connection at checkout when it was idle for longer
     than ``after_idle`` seconds (0: always, as ``pool_pre_ping``); a dead
     one is discarded and the pool hands out a fresh connection instead."""
 
-    @event.listens_for(engine, 'checkin')
+    @event.listens_for(pool, 'checkin')
     def remember_when_returned(dbapi_connection, record):
         record.info['returned_at'] = time.monotonic()
 
-    @event.listens_for(engine, 'checkout')
+    @event.listens_for(pool, 'checkout')
     def ping_if_idle(dbapi_connection, record, proxy):
         returned_at = record.info.get('returned_at')
         if returned_at is None or time.monotonic() - returned_at < after_idle:
             return      # just connected, or in use a moment ago
         try:
-            engine.dialect.do_ping(dbapi_connection)
+            dialect.do_ping(dbapi_connection)
         except Exception as error:  # noqa: BLE001 - any failure: reconnect
             raise exc.DisconnectionError(str(error)) from error
 
 
 class PreparedRead:
-    """A SELECT run straight on a DBAPI connection of the reader pool, for
-    a hot path: on a small query, SQLAlchemy's Connection and Result cost
-    about as much as the driver itself. The statement is compiled once per
-    dialect; a connection that the server dropped is discarded, as
-    SQLAlchemy would."""
+    """A SELECT that needs no transaction, run straight on a DBAPI
+    connection of the reads' pool, for a hot path: on a small query,
+    SQLAlchemy's Connection and Result cost about as much as the driver
+    itself. The statement is compiled once per dialect; a connection that
+    the server dropped is discarded, as SQLAlchemy would."""
 
     def __init__(self, statement):
         self.statement = statement
@@ -97,23 +117,27 @@ class PreparedRead:
                 compiled.positiontup if compiled.positional else None)
         return self._compiled[dialect.name]
 
-    def scalars(self, **params):
-        """The first column of every row, for these bind parameters."""
-        engine = current_app.extensions['microflack_reader']
-        sql, names = self._sql(engine.dialect)
+    def rows(self, **params):
+        """Every row, as a tuple, for these bind parameters."""
+        pool, dialect = current_app.extensions['microflack_reads']
+        sql, names = self._sql(dialect)
         if names is not None:
             params = [params[name] for name in names]
-        connection = engine.raw_connection()
+        connection = pool.connect()
         try:
             cursor = connection.cursor()
             try:
                 cursor.execute(sql, params)
-                return [row[0] for row in cursor.fetchall()]
-            except engine.dialect.loaded_dbapi.Error as error:
-                if engine.dialect.is_disconnect(error, connection, cursor):
+                return cursor.fetchall()
+            except dialect.loaded_dbapi.Error as error:
+                if dialect.is_disconnect(error, connection, cursor):
                     connection.invalidate(error)
                 raise
             finally:
                 cursor.close()
         finally:
             connection.close()
+
+    def scalars(self, **params):
+        """The first column of every row."""
+        return [row[0] for row in self.rows(**params)]
