@@ -332,7 +332,8 @@ def bench_roll(platform, token, out, clients=8):
                                   timeout=15)
                 status = rv.status_code
             except requests.RequestException as exc:
-                rv, status = None, type(exc).__name__
+                # What failed, and how, for the report (the first ten).
+                rv, status = None, f'{type(exc).__name__}: {exc}'[:300]
             with lock:
                 count[0] += 1
                 if status != (201 if posting else 200):
