@@ -14,8 +14,8 @@ hour anyway (``pool_recycle``), well within MariaDB's default eight hours.
 Reads that need no transaction (``PreparedRead``) use a second pool, of
 autocommit connections: a connection in a transaction would end every read
 with a ROLLBACK, one more round trip to the server than the SELECT itself.
-It is a bare pool of DBAPI connections, not a second engine, which would
-cost each worker most of a MiB.
+It is a bare pool of DBAPI connections: those reads need nothing else of
+an engine.
 """
 import time
 
