@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Install the system packages MicroFlack needs on a Debian/Ubuntu host.
 # Only what is missing is installed; a second run changes nothing.
-#   setup-host.sh [--with-browser] [--with-docker]
+#   setup-host.sh [--with-browser] [--with-docker] [--with-bench]
 #     --with-browser  also Chromium, for the browser end-to-end tests
 #     --with-docker   also a Docker engine (started if none runs) and
 #                     debootstrap, for the Docker runtime
+#     --with-bench    also wrk, the load generator of mfbench
 set -euo pipefail
 # shellcheck source=../lib/common.sh
 source "$(dirname "$(readlink -f "$0")")/../lib/common.sh"
 
 with_browser=
 with_docker=
+with_bench=
+options="[--with-browser] [--with-docker] [--with-bench]"
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=1 ;;
     --with-docker) with_docker=1 ;;
-    -h|--help) usage "[--with-browser] [--with-docker]" ;;
-    *) usage "[--with-browser] [--with-docker]" "unknown option: $arg" ;;
+    --with-bench) with_bench=1 ;;
+    -h|--help) usage "$options" ;;
+    *) usage "$options" "unknown option: $arg" ;;
   esac
 done
 
@@ -47,6 +51,10 @@ fi
 
 if [ -n "$with_docker" ]; then
   wanted+=("/usr/sbin/dockerd docker.io" "/usr/sbin/debootstrap debootstrap")
+fi
+
+if [ -n "$with_bench" ]; then
+  wanted+=("wrk wrk")
 fi
 
 missing=()
