@@ -338,7 +338,7 @@ def test_malformed_entries_are_skipped(settings, haproxy_check, description,
 
 @pytest.mark.parametrize('address, expected', [
     ('127.0.0.1:80', ('127.0.0.1', 80)),
-    ('10.0.0.1:65535', ('10.0.0.1', 65535)),
+    ('127.0.0.2:65535', ('127.0.0.2', 65535)),
     ('localhost:1', ('localhost', 1)),
     ('Users-1.Example.com:5000', ('users-1.example.com', 5000)),
     ('127.0.0.1:080', ('127.0.0.1', 80)),

@@ -347,12 +347,12 @@ def load_settings(args):
             values[name] = getattr(args, name)
     if 'stats_password' not in values and os.environ.get('STATS_PASSWORD'):
         values['stats_password'] = os.environ['STATS_PASSWORD']
-    fields = ('bind', 'port', 'threads', 'stats_user', 'stats_password',
-              'stats_socket', 'state_file')
+    required = ('stats_user', 'stats_password', 'stats_socket', 'state_file')
+    fields = ('bind', 'port', 'threads', *required)
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f'unknown settings: {", ".join(sorted(unknown))}')
-    missing = [name for name in fields[3:] if not values.get(name)]
+    missing = [name for name in required if not values.get(name)]
     if missing:
         raise ValueError(f'missing settings: {", ".join(missing)}')
     return lb_config.Settings(**values)

@@ -78,7 +78,7 @@ def test_engine_options():
                 'mysql+pymysql://u:p@[::1]:3306/db'):
         assert engine_options(url) == local, url
     for url in ('mysql+pymysql://u:p@db.example:3306/db',
-                'mysql+pymysql://u:p@10.0.0.5/db',
+                'mysql+pymysql://u:p@mariadb.internal/db',
                 'mysql+pymysql://u:p@127.0.0.1/db?ssl_ca=/etc/ca.pem'):
         assert engine_options(url) == {'pool_recycle': 3600}, url
     assert engine_options('mysql+pymysql://u:p@127.0.0.1:port/db') == \

@@ -57,14 +57,14 @@ def init_database(app, db):
     db.init_app(app)
     with app.app_context():
         engine = db.engine
-    reads = engine.pool
+    reads = None        # SQLite: the engine's pool, whichever it is then
     if engine.dialect.name in ('mysql', 'mariadb'):
         reads = autocommit_pool(
             engine, app.config['SQLALCHEMY_ENGINE_OPTIONS'].get('connect_args'))
         for pool in (engine.pool, reads):
             ping_idle_connections(pool, engine.dialect,
                                   app.config['DB_PING_AFTER_IDLE'])
-    app.extensions['microflack_reads'] = (reads, engine.dialect)
+    app.extensions['microflack_reads'] = (reads, engine)
 
 
 def autocommit_pool(engine, connect_args=None):
@@ -119,7 +119,9 @@ class PreparedRead:
 
     def rows(self, **params):
         """Every row, as a tuple, for these bind parameters."""
-        pool, dialect = current_app.extensions['microflack_reads']
+        reads, engine = current_app.extensions['microflack_reads']
+        # The engine's pool is looked up each time: dispose() replaces it.
+        pool, dialect = reads or engine.pool, engine.dialect
         sql, names = self._sql(dialect)
         if names is not None:
             params = [params[name] for name in names]
