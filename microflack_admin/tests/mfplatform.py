@@ -296,9 +296,11 @@ class MixedLoad:
             with self._lock:
                 self.requests += 1
                 if status != expected:
+                    # When, to find it in the load balancer's log.
                     self.failures.append(
                         ('POST' if posting else 'GET', status,
-                         response.text[:200] if response is not None else ''))
+                         response.text[:200] if response is not None else '',
+                         time.strftime('%H:%M:%S')))
                 elif posting:
                     self.created.append(response.json()['id'])
             time.sleep(self.pause)

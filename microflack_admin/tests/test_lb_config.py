@@ -117,6 +117,7 @@ def test_defaults(settings, haproxy_check):
         in glob
     assert f'server-state-file {settings.state_file}' in glob
     assert 'nbthread 1' in glob
+    assert 'log stdout format raw local0' in glob
     for line in ('mode http', 'timeout connect 2s', 'timeout client 60s',
                  'timeout server 60s', 'timeout tunnel 1h',
                  'option redispatch 1', 'retries 3',
@@ -124,7 +125,8 @@ def test_defaults(settings, haproxy_check):
                  'option httpchk GET /health',
                  'load-server-state-from-file global',
                  'option http-keep-alive', 'http-reuse never',
-                 'timeout http-keep-alive 10s'):
+                 'timeout http-keep-alive 10s', 'log global',
+                 'option httplog', 'option dontlog-normal'):
         assert line in defaults
     default_server = next(line for line in defaults
                           if line.startswith('default-server'))

@@ -144,6 +144,17 @@ def test_start_twice_then_stop(lb_env, etcd, backends):
             return False
         return response.data == b'users_1 GET /api/users\n'
     assert wait_until(routed, 5) is not None
+    # A request the client gave up on is logged with its termination state
+    # (C: the client aborted); a request that succeeded is not.
+    log = Path(home, 'logs', 'lb.log')
+    with socket.create_connection(('127.0.0.1', port)) as client:
+        client.sendall(b'POST /api/users HTTP/1.1\r\nHost: lb\r\n'
+                       b'Content-Length: 100\r\n\r\npartial')
+    aborted = re.compile(r'^127\.0\.0\.1:\d+ \[.*\] http users_backend/'
+                         r'users_1 \S+ -?\d+ \d+ - - C\S{3} .* '
+                         r'"POST /api/users HTTP/1\.1"$', re.M)
+    assert wait_until(lambda: aborted.search(log.read_text()), 5) is not None
+    assert 'GET /api/users' not in log.read_text()
     auth = urllib3.make_headers(basic_auth='admin:pass#word:1')
     assert http.request('GET', f'http://127.0.0.1:{port}/stats',
                         headers=auth).status == 200
@@ -154,7 +165,6 @@ def test_start_twice_then_stop(lb_env, etcd, backends):
     assert pid_in(lb_dir / 'haproxy.pid') == haproxy
     assert pid_in(lb_dir / 'watcher.pid') == watcher
 
-    log = Path(home, 'logs', 'lb.log')
     reloads = log.read_text().count(' reloading')
     assert mflb(lb_env, 'reload').returncode == 0
     assert wait_until(lambda: log.read_text().count(' reloading') > reloads,

@@ -71,15 +71,34 @@ def assert_rolled(platform, service, tag, count):
     assert not (platform.home / 'run' / 'upgrade.state').exists()
 
 
+def lb_log_size(platform):
+    log = platform.home / 'logs' / 'lb.log'
+    return log.stat().st_size if log.exists() else 0
+
+
+def lb_errors_since(platform, offset):
+    """The load balancer's log lines of failed requests written after
+    ``offset`` (it logs those only, with their termination state)."""
+    log = platform.home / 'logs' / 'lb.log'
+    if not log.exists():
+        return []
+    with log.open('rb') as file:
+        file.seek(offset)
+        text = file.read().decode('utf-8', 'replace')
+    return [line for line in text.splitlines() if ' HTTP/1.1"' in line][-20:]
+
+
 def roll_under(platform, service, load):
     """``mfupgrade roll service`` while ``load`` runs (from a second before
     to a second after): no request of the load may fail. The roll's
     duration in seconds."""
+    offset = lb_log_size(platform)
     with load:
         time.sleep(1)
         _, seconds = roll(platform, service)
         time.sleep(1)
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], (load.failures[:5],
+                                 lb_errors_since(platform, offset))
     assert load.requests > 100, load.requests
     return seconds
 

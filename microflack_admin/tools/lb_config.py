@@ -263,10 +263,17 @@ global
     server-state-file {settings.state_file}
     # Old workers keep serving their connections after a reload, up to this.
     hard-stop-after 10m
+    # To HAProxy's standard output, which mflb appends to the LB log.
+    log stdout format raw local0
 
 defaults
     mode http
     option forwardfor
+    # A line per failed or aborted request (with its termination state),
+    # none for the others: the reason of an error, at no cost per request.
+    log global
+    option httplog
+    option dontlog-normal
     # A client connection keeps its server connection between requests
     # (never shared with another client's): no new connection to gunicorn
     # per request. gunicorn keeps an idle one open longer (keepalive 15 s)

@@ -337,11 +337,14 @@ def bench_roll(platform, token, out, clients=8):
             with lock:
                 count[0] += 1
                 if status != (201 if posting else 200):
-                    failures.append(status)
+                    failures.append(f"{'POST' if posting else 'GET'} at "
+                                    f"{time.strftime('%H:%M:%S')}: {status}")
                 elif posting:
                     created.append(rv.json()['id'])
     threads = [threading.Thread(target=client, args=(n,), daemon=True)
                for n in range(clients)]
+    lb_log = platform.home / 'logs' / 'lb.log'
+    lb_log_size = lb_log.stat().st_size
     for thread in threads:
         thread.start()
     time.sleep(1)
@@ -361,7 +364,13 @@ def bench_roll(platform, token, out, clients=8):
     recorded = sorted(platform.instances('messages'))
     out.update({'roll_ok': result.returncode == 0, 'roll_s': seconds,
                 'roll_requests': count[0], 'roll_failed': len(failures),
-                'roll_failures': failures[:10], 'roll_posted': len(created),
+                'roll_failures': failures[:10],
+                # The load balancer logs failed requests only (and why).
+                'roll_lb_errors': [
+                    line for line in lb_log.read_bytes()[lb_log_size:]
+                    .decode('utf-8', 'replace').splitlines()
+                    if ' HTTP/1.1"' in line][-10:],
+                'roll_posted': len(created),
                 'roll_lost': len(lost),
                 'roll_leftovers': sorted(set(registered) ^ set(recorded)),
                 'roll_new_tag_everywhere': all(
