@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lb_config
 import pytest
 import yaml
 
@@ -405,6 +406,19 @@ def test_load_balancer_routes_by_path():
     assert any(line.startswith('cookie ') and ' insert ' in line
                and line.endswith(' dynamic') for line in socketio)
     assert any(line.startswith('dynamic-cookie-key ') for line in socketio)
+
+
+def test_load_balancer_reuses_connections_as_the_native_one():
+    """Server connections, keep-alive and retries as lb_config renders
+    them for the native load balancer (whose tests say why)."""
+    sections = haproxy_sections(haproxy_config())
+    methods = ' '.join(lb_config.IDEMPOTENT_METHODS)
+    for line in ('option http-keep-alive', 'http-reuse never',
+                 'timeout http-keep-alive 10s', 'option redispatch',
+                 'retry-on all-retryable-errors'):
+        assert line in sections['defaults'], line
+    assert f'http-request disable-l7-retry if !{{ method {methods} }}' \
+        in sections['frontend http']
 
 
 def test_load_balancer_deployment_and_service():
