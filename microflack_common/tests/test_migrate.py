@@ -64,14 +64,9 @@ SERVICE = {
             return app
     ''',
     'migrations/env.py': '''
-        from alembic import context
-        from flask import current_app
+        from microflack_common.migration_env import run_migrations
 
-        engine = current_app.extensions['migrate'].db.engine
-        with engine.connect() as connection:
-            context.configure(connection=connection)
-            with context.begin_transaction():
-                context.run_migrations()
+        run_migrations()
     ''',
     f'migrations/versions/{FIRST}_notes.py': f'''
         import os
