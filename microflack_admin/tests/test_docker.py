@@ -245,6 +245,16 @@ def test_mfrun_and_mfkill_one_container(platform):
     assert instance not in platform.instances('tokens')
 
 
+def test_mfclean_removes_an_unused_image(platform):
+    image = f'{PREFIX}tokens'
+    current = version('tokens')
+    docker('tag', f'{image}:{current}', f'{image}:0.0.1')
+    result = platform.run('mfclean', '--keep', '1', 'tokens')
+    assert result.stdout == 'removed tokens 0.0.1\n'
+    tags = docker('image', 'ls', '--format', '{{.Tag}}', image).split()
+    assert current in tags and '0.0.1' not in tags
+
+
 def test_mfenv_matches_the_native_runtime(platform):
     env = platform.run('mfenv', 'users').stdout
     assert f"LB={platform.lb}" in env.splitlines()
