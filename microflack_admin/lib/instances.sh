@@ -13,6 +13,20 @@ INSTANCES_DIR="$MF_HOME/run/instances"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 CONSOLIDATED_LOG="$MF_HOME/logs/microflack.log"
 
+# The pending upgrade (mfupgrade's, NAME=value lines), and the lock that
+# one upgrade command at a time (and mfclean) holds on descriptor 9.
+UPGRADE_STATE="$MF_HOME/run/upgrade.state"
+
+# upgrade_state NAME: one value of the pending upgrade (empty if none).
+upgrade_state() { sed -n "s/^$1=//p" "$UPGRADE_STATE" 2>/dev/null; }
+
+# lock_upgrades MESSAGE: take the upgrade lock, or die with MESSAGE.
+lock_upgrades() {
+  mkdir -p "$MF_HOME/run"
+  exec 9> "$MF_HOME/run/upgrade.lock"
+  flock -n 9 || die "$1"
+}
+
 # release_dir SERVICE TAG
 release_dir() { printf '%s/releases/%s/%s\n' "$MF_HOME" "$1" "$2"; }
 

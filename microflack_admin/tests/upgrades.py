@@ -6,6 +6,7 @@ import subprocess
 import time
 import uuid
 
+import lb_log
 import socketio
 from mfplatform import ROOT, MixedLoad, table_ids
 
@@ -71,34 +72,19 @@ def assert_rolled(platform, service, tag, count):
     assert not (platform.home / 'run' / 'upgrade.state').exists()
 
 
-def lb_log_size(platform):
-    log = platform.home / 'logs' / 'lb.log'
-    return log.stat().st_size if log.exists() else 0
-
-
-def lb_errors_since(platform, offset):
-    """The load balancer's log lines of failed requests written after
-    ``offset`` (it logs those only, with their termination state)."""
-    log = platform.home / 'logs' / 'lb.log'
-    if not log.exists():
-        return []
-    with log.open('rb') as file:
-        file.seek(offset)
-        text = file.read().decode('utf-8', 'replace')
-    return [line for line in text.splitlines() if ' HTTP/1.1"' in line][-20:]
-
-
 def roll_under(platform, service, load):
     """``mfupgrade roll service`` while ``load`` runs (from a second before
     to a second after): no request of the load may fail. The roll's
     duration in seconds."""
-    offset = lb_log_size(platform)
+    log = platform.home / 'logs' / 'lb.log'
+    offset = lb_log.size(log)
     with load:
         time.sleep(1)
         _, seconds = roll(platform, service)
         time.sleep(1)
+    # What the load balancer logged of the failures (and why) meanwhile.
     assert load.failures == [], (load.failures[:5],
-                                 lb_errors_since(platform, offset))
+                                 lb_log.failed_requests(log, offset))
     assert load.requests > 100, load.requests
     return seconds
 

@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 
+import lb_log
 import requests
 
 PROG = 'mfbench'
@@ -343,8 +344,8 @@ def bench_roll(platform, token, out, clients=8):
                     created.append(rv.json()['id'])
     threads = [threading.Thread(target=client, args=(n,), daemon=True)
                for n in range(clients)]
-    lb_log = platform.home / 'logs' / 'lb.log'
-    lb_log_size = lb_log.stat().st_size
+    lb_log_path = platform.home / 'logs' / 'lb.log'
+    lb_log_size = lb_log.size(lb_log_path)
     for thread in threads:
         thread.start()
     time.sleep(1)
@@ -366,10 +367,8 @@ def bench_roll(platform, token, out, clients=8):
                 'roll_requests': count[0], 'roll_failed': len(failures),
                 'roll_failures': failures[:10],
                 # The load balancer logs failed requests only (and why).
-                'roll_lb_errors': [
-                    line for line in lb_log.read_bytes()[lb_log_size:]
-                    .decode('utf-8', 'replace').splitlines()
-                    if ' HTTP/1.1"' in line][-10:],
+                'roll_lb_errors': lb_log.failed_requests(
+                    lb_log_path, lb_log_size, last=10),
                 'roll_posted': len(created),
                 'roll_lost': len(lost),
                 'roll_leftovers': sorted(set(registered) ^ set(recorded)),
