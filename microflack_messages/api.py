@@ -1,9 +1,12 @@
 """/api/messages: post, list, read and edit chat messages."""
+import json
+
 from flask import Blueprint, abort, current_app, jsonify
 from sqlalchemy import bindparam, select
 
 from microflack_common.auth import current_user_id, token_auth, token_optional_auth
 from microflack_common.database import PreparedRead
+from microflack_common.paging import Page, page_request, page_statements, wants_page
 from microflack_common.utils import timestamp
 from microflack_common.validation import int_arg, json_object, string_field
 from models import MAX_ID, Message, db, message_json
@@ -21,6 +24,11 @@ MESSAGES_SINCE = PreparedRead(
     select(message_json(_table))
     .where(_table.c.updated_at >= bindparam('since'))
     .order_by(_table.c.updated_at, _table.c.id))
+# Pages (microflack_common.paging): each row is the JSON, the id and the
+# updated_at that the page's links need.
+PAGES = {shape: PreparedRead(statement) for shape, statement in page_statements(
+    select(message_json(_table), _table.c.id, _table.c.updated_at),
+    _table.c.id, _table.c.updated_at).items()}
 
 
 def source_from_request():
@@ -61,8 +69,11 @@ def new_message():
 @messages.route('', methods=['GET'])
 @token_optional_auth.login_required
 def get_messages():
-    """Messages updated since ``updated_since`` (but at most a day ago),
-    oldest update first."""
+    """A page of messages when the request asks for one (see
+    microflack_common.paging); otherwise, as the original: every message
+    updated in the last day, oldest update first."""
+    if wants_page():
+        return messages_page()
     since = timestamp() - HISTORY
     updated_since = int_arg('updated_since')
     if updated_since is not None:
@@ -75,6 +86,20 @@ def get_messages():
     # (with jsonify's trailing newline).
     return current_app.response_class(
         '{"messages":[' + ','.join(items) + ']}\n',
+        mimetype=current_app.json.mimetype)
+
+
+def messages_page():
+    """One page: of ids (no time limit, the whole history is there) or of
+    the changes feed (from a day ago at most, as the whole list)."""
+    page = page_request(since_floor=timestamp() - HISTORY)
+    rows = PAGES[page.shape].rows(**page.params())
+    page = Page(page, rows, key=lambda row: (row[1], row[2]))
+    # As the whole list: the messages are JSON already.
+    return current_app.response_class(
+        '{"messages":[' + ','.join(row[0] for row in page.items)
+        + '],"_meta":' + json.dumps(page.meta(), separators=(',', ':'))
+        + ',"_links":' + json.dumps(page.links(), separators=(',', ':')) + '}\n',
         mimetype=current_app.json.mimetype)
 
 

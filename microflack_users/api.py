@@ -2,7 +2,7 @@
 and sign off (token)."""
 import unicodedata
 
-from flask import Blueprint, abort, request
+from flask import Blueprint, abort, current_app, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -13,7 +13,13 @@ from microflack_common.auth import (
     token_optional_auth,
     unauthorized,
 )
-from microflack_common.validation import bool_arg, int_arg, json_object, string_field
+from microflack_common.paging import Page, page_request, page_statement, wants_page
+from microflack_common.validation import (
+    MAX_INT,
+    bool_arg,
+    json_object,
+    string_field,
+)
 from models import NICKNAME_LENGTH, User, db
 
 users = Blueprint('users', __name__)
@@ -93,14 +99,62 @@ def new_user():
 @users.route('', methods=['GET'])
 @token_optional_auth.login_required
 def get_users():
-    query = select(User).order_by(User.updated_at, User.nickname)
+    """Some users by id (``ids``), a page of users when the request asks
+    for one (see microflack_common.paging), or, as the original, every
+    user (``online=0|1``: those online or not), by update then nickname."""
     online = bool_arg('online')
+    query = users_query(online)
+    if request.args.get('ids', '') != '':
+        return users_by_id(query)
+    if wants_page():
+        return users_page(query, online)
+    query = query.order_by(User.updated_at, User.nickname)
+    return {'users': [user.to_dict() for user in db.session.scalars(query)]}
+
+
+def users_query(online=None):
+    """A SELECT of the users; with ``online``, of those online or not."""
+    query = select(User)
     if online is not None:
         query = query.where(User.online == online)
-    updated_since = int_arg('updated_since')
-    if updated_since is not None:
-        query = query.where(User.updated_at >= updated_since)
+    return query
+
+
+def users_page(query, online):
+    """One page of users by id, or of the changes feed."""
+    filters = () if online is None else (('online', int(online)),)
+    page = page_request(filters)
+    query = page_statement(query, User.id, User.updated_at, page.shape)
+    page = Page(page, db.session.scalars(query, page.params()),
+                key=lambda user: (user.id, user.updated_at))
+    return {'users': [user.to_dict() for user in page.items],
+            '_meta': page.meta(), '_links': page.links()}
+
+
+def users_by_id(query):
+    """The users of ``ids=3,7,12`` that exist, by id: what a client needs
+    to name the authors it shows, in one request."""
+    if wants_page():
+        abort(400, 'ids cannot be combined with limit, before, after or '
+                   'updated_since')
+    ids = id_list('ids', current_app.config['MAX_PAGE_SIZE'])
+    query = query.where(User.id.in_(ids)).order_by(User.id)
     return {'users': [user.to_dict() for user in db.session.scalars(query)]}
+
+
+def id_list(name, max_count):
+    """A comma-separated list of ids from the query string, without
+    duplicates; 400 when it is not one or holds more than ``max_count``."""
+    ids = set()
+    for part in request.args[name].split(','):
+        part = part.strip()
+        if not (part.isascii() and part.isdigit() and len(part) <= 16):
+            abort(400, f'{name} must be ids separated by commas')
+        ids.add(int(part))
+    if len(ids) > max_count:
+        abort(400, f'{name} may name at most {max_count} users')
+    # Ids no column holds are simply not found (and never reach the query).
+    return sorted(i for i in ids if 0 < i <= MAX_INT)
 
 
 @users.route('/<int:user_id>', methods=['GET'])

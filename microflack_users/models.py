@@ -22,13 +22,14 @@ class User(db.Model):
     __tablename__ = 'users'
     id = db.Column(db.Integer, primary_key=True)
     created_at = db.Column(db.Integer, nullable=False, default=timestamp)
+    # Indexed for the paged lists (changes feed, online users).
     updated_at = db.Column(db.Integer, nullable=False, default=timestamp,
-                           onupdate=timestamp)
+                           onupdate=timestamp, index=True)
     nickname = db.Column(NICKNAME_TYPE, nullable=False, unique=True,
                          index=True)
     password_hash = db.Column(db.String(256), nullable=False)
     last_seen_at = db.Column(db.Integer, nullable=False, default=timestamp)
-    online = db.Column(db.Boolean, nullable=False, default=False)
+    online = db.Column(db.Boolean, nullable=False, default=False, index=True)
 
     @staticmethod
     def find(user_id):

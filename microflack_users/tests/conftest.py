@@ -122,3 +122,17 @@ def wait_for(condition, timeout=5.0):
         if time.monotonic() > deadline:
             raise AssertionError('condition not met in time')
         time.sleep(0.01)
+
+
+@pytest.fixture
+def now():
+    return timestamp()
+
+
+@pytest.fixture
+def settings(app, monkeypatch):
+    """``settings(NAME=value, ...)`` changes the app's config for one test."""
+    def change(**values):
+        for name, value in values.items():
+            monkeypatch.setitem(app.config, name, value)
+    return change

@@ -95,6 +95,9 @@ class Config:
     # Unsorted keys: as written, and cheaper to serialise.
     JSON_SORT_KEYS = False
     MAX_CONTENT_LENGTH = env_int('MAX_CONTENT_LENGTH', 256 * 1024)
+    # Items in one page of a paged list (microflack_common.paging): a
+    # larger `limit` is capped to this.
+    MAX_PAGE_SIZE = env_int('MAX_PAGE_SIZE', 500)
     REQUIRED_SETTINGS = ()
 
 

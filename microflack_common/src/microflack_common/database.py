@@ -107,14 +107,18 @@ class PreparedRead:
 
     def __init__(self, statement):
         self.statement = statement
-        self._compiled = {}     # dialect name -> (sql, positional bind names)
+        # dialect name -> (sql, positional bind names, the values of the
+        # statement's own binds, such as SQLite's OFFSET 0 after a LIMIT)
+        self._compiled = {}
 
     def _sql(self, dialect):
         if dialect.name not in self._compiled:
             compiled = self.statement.compile(dialect=dialect)
             self._compiled[dialect.name] = (
                 compiled.string,
-                compiled.positiontup if compiled.positional else None)
+                compiled.positiontup if compiled.positional else None,
+                {name: value for name, value in compiled.params.items()
+                 if value is not None})
         return self._compiled[dialect.name]
 
     def rows(self, **params):
@@ -122,7 +126,9 @@ class PreparedRead:
         reads, engine = current_app.extensions['microflack_reads']
         # The engine's pool is looked up each time: dispose() replaces it.
         pool, dialect = reads or engine.pool, engine.dialect
-        sql, names = self._sql(dialect)
+        sql, names, own_params = self._sql(dialect)
+        if own_params:
+            params = {**own_params, **params}
         if names is not None:
             params = [params[name] for name in names]
         connection = pool.connect()
