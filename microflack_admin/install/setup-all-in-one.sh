@@ -95,7 +95,11 @@ for service in $SERVICES; do
   if [ -n "$running" ]; then
     log "$service runs ($running)"
   else
-    log "started $("$MF_ADMIN/bin/mfrun" "$service")"
+    # Assigned first: a failure inside "$(...)" in log's argument would
+    # not stop this script (set -e looks at log's own status).
+    started="$("$MF_ADMIN/bin/mfrun" "$service")" ||
+      die "$service did not start (mfrun's message above)"
+    log "started $started"
   fi
 done
 

@@ -181,6 +181,24 @@ def test_service_settings_file(platform):
         platform.run('mfrun', 'tokens')
 
 
+def test_setup_fails_when_a_service_does_not_start(platform):
+    """setup-all-in-one.sh said nothing and ended with 0 when mfrun could
+    not start a service (its output was only logged)."""
+    settings = platform.home / 'config' / 'tokens.env'
+    settings.parent.mkdir(exist_ok=True)
+    try:
+        platform.run('mfkill', 'tokens')
+        settings.write_text('not a setting\n')
+        result = platform.run('install/setup-all-in-one.sh', check=False,
+                              timeout=900)
+        assert result.returncode != 0
+        assert 'tokens did not start' in result.stderr
+        assert 'MicroFlack is running' not in result.stdout
+    finally:
+        settings.unlink(missing_ok=True)
+        platform.run('mfrun', 'tokens')
+
+
 def test_malformed_registry_entries_are_skipped(platform):
     platform.etcd_put('/services/evil/location', '/x y"; bad')
     platform.etcd_put('/services/evil/upstream/e1', 'not an address')
