@@ -25,9 +25,6 @@ class Config:
     # Seconds between two "I am online" pings of a logged-in client.
     UI_PING_INTERVAL = positive('UI_PING_INTERVAL',
                                 common.env_float('UI_PING_INTERVAL', 30))
-    # Browser cache lifetime (seconds) of static/vendor/*; their URLs carry
-    # ?v=<VERSION>, so a new release is fetched anew anyway.
-    UI_VENDOR_MAX_AGE = common.env_int('UI_VENDOR_MAX_AGE', 7 * 24 * 3600)
 
 
 class DevConfig(Config, common.DevConfig):

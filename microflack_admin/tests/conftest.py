@@ -106,7 +106,7 @@ def etcd(etcd_server):
 # -- HTTP backends -----------------------------------------------------
 
 BACKEND_SCRIPT = r'''
-import sys, time
+import gzip, sys, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -123,11 +123,20 @@ class Handler(BaseHTTPRequestHandler):
         if NAME.startswith('hangup') and url.path != '/health':
             self.close_connection = True  # hang up without an answer
             return
+        query = parse_qs(url.query)
         if url.path == '/slow':
-            time.sleep(float(parse_qs(url.query).get('seconds', ['1'])[0]))
-        body = f'{NAME} {self.command} {url.path}\n'.encode()
+            time.sleep(float(query.get('seconds', ['1'])[0]))
+        body = f'{NAME} {self.command} {url.path}\n'.encode() \
+            * int(query.get('repeat', ['1'])[0])
+        headers = [('Content-Type', query.get('type', ['text/plain'])[0])]
+        headers += [tuple(header.split(': ', 1))
+                    for header in query.get('header', [])]
+        if 'gzip' in query:
+            body = gzip.compress(body)
+            headers.append(('Content-Encoding', 'gzip'))
         self.send_response(200)
-        self.send_header('Content-Type', 'text/plain')
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -148,8 +157,11 @@ Server(('127.0.0.1', PORT), Handler).serve_forever()
 
 class Backend:
     """An HTTP server answering GET /health, and any GET or POST with
-    "<name> <method> <path>"; /slow?seconds=N answers after N seconds. A
-    backend named hangup* hangs up on every request but health checks."""
+    "<name> <method> <path>" (text/plain); /slow?seconds=N answers after N
+    seconds. A backend named hangup* hangs up on every request but health
+    checks. Query parameters shape the answer: repeat=N repeats the line N
+    times, type=T is its Content-Type, each header=Name: value is sent too,
+    gzip=1 sends the body gzip-encoded (Content-Encoding: gzip)."""
 
     def __init__(self, name):
         self.name = name

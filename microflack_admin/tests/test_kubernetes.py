@@ -6,8 +6,8 @@
 - the properties that matter: current apiVersions, probes and resources on
   every container, the restricted pod security settings, the services'
   environment (SPEC section 2), the etcd cluster, MariaDB's volume and
-  init script, the load balancer's routing and stickiness, no Secret in
-  the repository;
+  init script, the load balancer's routing, stickiness and compression,
+  no Secret in the repository;
 - deploy.sh and delete.sh driven against a fake kubectl that records its
   arguments and standard input and remembers the Secrets created.
 """
@@ -419,6 +419,13 @@ def test_load_balancer_reuses_connections_as_the_native_one():
         assert line in sections['defaults'], line
     assert f'http-request disable-l7-retry if !{{ method {methods} }}' \
         in sections['frontend http']
+
+
+def test_load_balancer_compresses_as_the_native_one():
+    frontend = haproxy_sections(haproxy_config())['frontend http']
+    compression = [line for line in frontend
+                   if line.startswith('compression ')]
+    assert compression == list(lb_config.COMPRESSION)
 
 
 def test_load_balancer_deployment_and_service():

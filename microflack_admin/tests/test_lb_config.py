@@ -1,13 +1,16 @@
 """The renderer of haproxy.cfg (tools/lb_config.py): every routing rule,
 every kind of malformed registry entry, each result checked by the real
-``haproxy -c``."""
+``haproxy -c``; what its compression does, through a real HAProxy."""
 import copy
+import gzip
 import subprocess
 from dataclasses import replace
+from urllib.parse import urlencode
 
 import pytest
 from lb_config import (
     BALANCE_ALGORITHMS,
+    COMPRESSION,
     Settings,
     filter_server_state,
     parse_address,
@@ -15,7 +18,7 @@ from lb_config import (
     server_definitions,
 )
 
-from conftest import need_binary
+from conftest import need_binary, wait_until
 
 GOOD = {'location': '/api/good', 'upstream': {'good_1': '127.0.0.1:5001'}}
 
@@ -134,6 +137,8 @@ def test_defaults(settings, haproxy_check):
         assert word in default_server
     assert 'http-request disable-l7-retry if !{ method GET HEAD OPTIONS ' \
         'PUT DELETE }' in frontend
+    for line in COMPRESSION:
+        assert line in frontend
     assert 'stats uri /stats' in frontend
     assert "stats auth 'admin:pa$$#word'" in frontend
     assert not [line for line in frontend if line.startswith('acl')]
@@ -414,3 +419,94 @@ def test_server_state_dropped_when_the_weight_changes(settings):
 def test_unreadable_server_state_is_dropped(settings, state):
     text = render(SAMPLE, settings).text
     assert filter_server_state(state, text, text) == ''
+
+
+# -- compression, through a real HAProxy -------------------------------
+
+# What Chromium sends; HAProxy picks gzip, the only algorithm it offers.
+BROWSER_ENCODINGS = 'gzip, deflate, br, zstd'
+
+
+@pytest.fixture
+def ui_backend(lb, etcd, backends):
+    """A backend routed as the default service, as the ui is."""
+    backend = backends('ui_1')
+    etcd.set('/services/ui/location', '/')
+    etcd.set(f'/services/ui/upstream/{backend.name}', backend.address)
+    assert wait_until(lambda: lb.routed_to('/', backend.name), 5) \
+        is not None, lb.logs()
+    return backend
+
+
+def fetch(lb, path, accept_encoding=None):
+    """GET path through the load balancer: the answer and its body as
+    sent, not decoded."""
+    headers = {'Connection': 'close'}
+    if accept_encoding is not None:
+        headers['Accept-Encoding'] = accept_encoding
+    response = lb.http.request('GET', lb.url + path, headers=headers,
+                               timeout=5, decode_content=False)
+    return response, response.data
+
+
+def shaped(path, **query):
+    """path with the query that shapes the backend's answer (conftest)."""
+    return f'{path}?{urlencode(query, doseq=True)}'
+
+
+@pytest.mark.parametrize('content_type', [
+    'application/json',                  # the API (Flask's JSON)
+    'text/html; charset=utf-8',          # the page
+    'text/css; charset=utf-8',           # the page's files, as Flask
+    'text/javascript; charset=utf-8',    # sends them
+    'application/javascript',
+    'image/svg+xml',
+])
+def test_gzipped_only_for_a_client_that_accepts_it(lb, ui_backend,
+                                                   content_type):
+    path = shaped('/static/file', type=content_type, repeat=100,
+                  header='ETag: "v1"')
+    body = b'ui_1 GET /static/file\n' * 100
+    # Without gzip among the accepted encodings (wrk in the platform
+    # benchmark sends no Accept-Encoding), the answer passes as it is.
+    for accept_encoding in (None, 'identity', 'gzip;q=0'):
+        answer, sent = fetch(lb, path, accept_encoding)
+        assert sent == body, accept_encoding
+        assert 'Content-Encoding' not in answer.headers
+        assert 'Vary' not in answer.headers
+        assert answer.headers['Content-Length'] == str(len(body))
+        assert answer.headers['ETag'] == '"v1"'
+
+    answer, sent = fetch(lb, path, BROWSER_ENCODINGS)
+    assert answer.status == 200
+    assert answer.headers['Content-Type'] == content_type
+    assert answer.headers['Content-Encoding'] == 'gzip'
+    assert 'Accept-Encoding' in answer.headers['Vary']
+    assert gzip.decompress(sent) == body
+    assert len(sent) < len(body) / 10
+    # Other bytes, so a weak validator: a browser revalidates with
+    # W/"v1", which Flask (the ui's static files) compares weakly.
+    assert answer.headers['ETag'] == 'W/"v1"'
+
+
+def test_socketio_polling_and_encoded_answers_are_left_alone(lb,
+                                                             ui_backend):
+    def json_answer(**query):
+        return fetch(lb, shaped('/api/x', type='application/json',
+                                repeat=100, **query), BROWSER_ENCODINGS)
+    body = b'ui_1 GET /api/x\n' * 100
+    # The same answer as JSON, as it is, gets compressed.
+    answer, _ = json_answer()
+    assert answer.headers['Content-Encoding'] == 'gzip'
+    # Socket.IO's polling answers (text/plain): mostly a few bytes, which
+    # gzip would only make larger.
+    answer, sent = fetch(lb, shaped('/socket.io/', repeat=100,
+                                    type='text/plain; charset=UTF-8'),
+                         BROWSER_ENCODINGS)
+    assert 'Content-Encoding' not in answer.headers
+    assert sent == b'ui_1 GET /socket.io/\n' * 100
+    # An answer its server compressed (as engine.io does with its large
+    # ones) is not compressed twice.
+    answer, sent = json_answer(gzip=1)
+    assert answer.headers['Content-Encoding'] == 'gzip'
+    assert gzip.decompress(sent) == body

@@ -41,6 +41,17 @@ DEFAULT_SERVER = ('inter 1s fastinter 500ms downinter 1s fall 2 rise 1 '
 # Requests that may be sent again after a server got them (RFC 9110 9.2.2;
 # TRACE left out, nothing here answers it).
 IDEMPOTENT_METHODS = ('GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE')
+# Answers compressed (gzip, by libslz: fast, one level) for a client that
+# accepts it: the API's JSON and what the chat page loads. Not text/plain:
+# Socket.IO's polling answers are mostly a few bytes, which gzip makes
+# larger, and engine.io compresses its large ones itself. When HAProxy
+# compresses and when not (HTTP/1.0, no-transform, already encoded...):
+# docs/compression.md.
+COMPRESSED_TYPES = ('application/json', 'text/html', 'text/css',
+                    'text/javascript', 'application/javascript',
+                    'image/svg+xml')
+COMPRESSION = ('compression algo gzip',
+               f'compression type {" ".join(COMPRESSED_TYPES)}')
 
 
 @dataclass(frozen=True)
@@ -256,6 +267,7 @@ def _quote(value):
 
 def _global_and_defaults(settings):
     methods = ' '.join(IDEMPOTENT_METHODS)
+    compression = '\n'.join(f'    {line}' for line in COMPRESSION)
     return f"""\
 global
     nbthread {settings.threads}
@@ -311,6 +323,8 @@ frontend http
     # Connection failures are always retried; a request that reached a
     # server is replayed only if its method is idempotent.
     http-request disable-l7-retry if !{{ method {methods} }}
+    # JSON and the page's files, gzipped for clients that accept it.
+{compression}
     stats enable
     stats uri {STATS_URI}
     stats realm MicroFlack

@@ -67,6 +67,13 @@ def test_relative_urls_go_to_lb_with_token(server_factory):
     assert headers['Authorization'] == 'Bearer abc'
 
 
+def test_answers_are_not_asked_compressed(server_factory):
+    server = server_factory()
+    ServiceClient(server.url).get('/api/users/me')
+    _, _, headers, _ = server.received[0]
+    assert headers['Accept-Encoding'] == 'identity'
+
+
 def test_retries_503_for_every_method(server_factory):
     server = server_factory([503, 503])
     rv = ServiceClient(server.url, backoff_factor=0.01).post(
