@@ -10,6 +10,7 @@ from microflack_common import config as common_config
 from microflack_common.database import init_database
 from microflack_common.service import init_service
 from models import db
+from seed import seed_messages_command
 
 MIGRATIONS = str(Path(__file__).parent / 'migrations')
 
@@ -28,4 +29,6 @@ def create_app(config_class=None, migrations=True, **platform_parts):
 
     from api import messages
     app.register_blueprint(messages, url_prefix='/api/messages')
+    # Maintenance: fill the table for benchmarks and tests.
+    app.cli.add_command(seed_messages_command)
     return app

@@ -8,6 +8,7 @@ from microflack_common import config as common_config
 from microflack_common.database import init_database
 from microflack_common.service import init_service
 from models import db
+from seed import seed_users_command
 
 MIGRATIONS = str(Path(__file__).parent / 'migrations')
 
@@ -26,4 +27,6 @@ def create_app(config_class=None, migrations=True, **platform_parts):
     from api import record_token_use, users
     app.register_blueprint(users, url_prefix='/api/users')
     platform.on_token_verified(record_token_use)
+    # Maintenance: fill the table for benchmarks and tests.
+    app.cli.add_command(seed_users_command)
     return app

@@ -143,6 +143,82 @@ GRANT ALL ON \`$name\`.* TO '$name'@'127.0.0.1';
 SQL
 }
 
+# need_build SERVICE TAG: die unless the service has that build (a
+# release, or an image in Docker).
+need_build() {
+  if [ "$MICROFLACK_RUNTIME" = docker ]; then
+    docker image inspect "$(image_name "$1"):$2" >/dev/null 2>&1 ||
+      die "no image $(image_name "$1"):$2 (builds: $(builds "$1" | tr '\n' ' '))"
+  else
+    [ -x "$(release_dir "$1" "$2")/boot.sh" ] ||
+      die "no build $1 $2 (builds: $(builds "$1" | tr '\n' ' '))"
+  fi
+}
+
+# service_env SERVICE TAG: fills the array SERVICE_ENV with the environment
+# (NAME=value) of every process of that build of the service: the
+# platform's settings and secrets, its database (created first if
+# missing), then the per-host settings of $MF_HOME/config/<service>.env
+# (e.g. UI_SOCKETIO=0, ALLOW_PRIVATE_LINKS=1). An instance adds its own
+# address and name.
+service_env() {
+  local service="$1" tag="$2" settings line
+  if [ -z "${JWT_SECRET_KEY:-}" ] || [ -z "${SECRET_KEY:-}" ]; then
+    die "SECRET_KEY and JWT_SECRET_KEY are not set: run install/make-secrets.sh (or setup-all-in-one.sh)"
+  fi
+  SERVICE_ENV=(
+    "FLASK_CONFIG=prod" "FLASK_APP=app.py"
+    "SERVICE_NAME=$service" "SERVICE_VERSION=$tag"
+    "ETCD=$ETCD" "LB=$LB" "REDIS=$REDIS" "REDIS_CHANNEL=$REDIS_CHANNEL"
+    "SECRET_KEY=$SECRET_KEY" "JWT_SECRET_KEY=$JWT_SECRET_KEY"
+    "PYTHONUNBUFFERED=1"
+  )
+  case " $SERVICES_WITH_DB " in
+    *" $service "*)
+      ensure_database "$service"
+      SERVICE_ENV+=("DATABASE_URL=$(database_url "$service")")
+      ;;
+  esac
+  settings="$MF_HOME/config/$service.env"
+  [ -f "$settings" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    [[ "$line" =~ ^[A-Z_][A-Z0-9_]*= ]] ||
+      die "$settings: not a NAME=value line: $line"
+    SERVICE_ENV+=("$line")
+  done < "$settings"
+}
+
+# private_env_file NAME=value...: a new file, readable by its owner only,
+# holding these lines, for `docker run --env-file` (secrets never appear
+# on a command line); prints its path. The caller removes it.
+private_env_file() {
+  local file
+  file="$(umask 077 && mktemp)"
+  printf '%s\n' "$@" > "$file"
+  printf '%s\n' "$file"
+}
+
+# build_flask SERVICE TAG ARGS...: `flask ARGS...` of a build of the
+# service (a maintenance command such as db-upgrade-locked), in the
+# environment SERVICE_ENV (see service_env): from the release's
+# virtualenv in its folder, as boot.sh runs, or in a throwaway container
+# of its image on the host's network.
+build_flask() {
+  local service="$1" tag="$2" release env_file status=0
+  shift 2
+  if [ "$MICROFLACK_RUNTIME" = docker ]; then
+    env_file="$(private_env_file "${SERVICE_ENV[@]}")"
+    docker run --rm --init --network host --env-file "$env_file" \
+      "$(image_name "$service"):$tag" flask "$@" || status=$?
+    rm -f "$env_file"
+    return "$status"
+  fi
+  release="$(release_dir "$service" "$tag")"
+  (cd "$release" && env -i HOME="$HOME" LANG=C.UTF-8 \
+    "PATH=$release/venv/bin:$PATH" "${SERVICE_ENV[@]}" flask "$@")
+}
+
 # stop_instance INSTANCE: out of the registry first, then a graceful stop
 # (gunicorn drains its requests); killed if still there after the grace.
 # Prints nothing; the record is removed.

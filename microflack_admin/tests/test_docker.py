@@ -15,6 +15,7 @@ import time
 
 import pytest
 from mfplatform import Platform, api_flow, drop_test_databases
+from test_seed import seed_and_check
 from test_socketio_protocol import Client, message_push, new_user, unique
 from upgrades import (
     older_release_ref,
@@ -260,6 +261,10 @@ def test_mfenv_matches_the_native_runtime(platform):
     assert f"LB={platform.lb}" in env.splitlines()
     assert any(line.startswith('DATABASE_URL=mysql+pymysql://')
                for line in env.splitlines())
+
+
+def test_mfseed_runs_the_seed_commands_in_containers(platform):
+    seed_and_check(platform, user_count=20, message_count=100)
 
 
 def test_roll_messages_under_load(platform):

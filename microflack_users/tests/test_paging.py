@@ -2,12 +2,16 @@
 authors it shows and lists who is online without downloading every user
 ever registered; the list without paging parameters is unchanged."""
 import json
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import sqlalchemy as sa
 
-from microflack_common.testing import query_plan, tables_read
+from microflack_common.testing import (
+    insert_rows,
+    link_parts,
+    query_plan,
+    tables_read,
+)
 from models import User, db
 
 
@@ -20,39 +24,21 @@ def store(app, now):
 
     def add(count, **columns):
         calls.append(count)
-        rows = []
-        for index in range(count):
-            row = {'nickname': f'u{len(calls)}-{index}', 'password_hash': '-',
-                   'created_at': now, 'updated_at': now,
-                   'last_seen_at': now, 'online': False}
-            for name, value in columns.items():
-                row[name] = value(index) if callable(value) else value
-            rows.append(row)
+
+        def defaults(index):
+            return {'nickname': f'u{len(calls)}-{index}',
+                    'password_hash': '-', 'created_at': now,
+                    'updated_at': now, 'last_seen_at': now, 'online': False}
         with app.app_context():
-            table = User.__table__
-            first = db.session.scalar(sa.select(sa.func.max(table.c.id))) or 0
-            db.session.execute(table.insert(), rows)
-            db.session.commit()
-            ids = db.session.scalars(sa.select(table.c.id).where(
-                table.c.id > first).order_by(table.c.id)).all()
-        assert len(ids) == count
-        return ids
+            return insert_rows(db, User.__table__, count, defaults,
+                               **columns)
     return add
 
-
-def get(client, url):
-    rv = client.get(url)
-    assert rv.status == 200, rv
-    return rv.json
 
 
 def ids(answer):
     return [user['id'] for user in answer['users']]
 
-
-def query(url):
-    parts = urlsplit(url)
-    return parts.path, dict(parse_qsl(parts.query))
 
 
 def test_without_paging_parameters_the_list_is_unchanged(client, store, now):
@@ -64,7 +50,7 @@ def test_without_paging_parameters_the_list_is_unchanged(client, store, now):
                        ('/api/users?online=1', ['bob']),
                        ('/api/users?online=0', ['zed', 'amy']),
                        ('/api/users?ids=&limit=', ['bob', 'zed', 'amy'])):
-        answer = get(client, url)
+        answer = client.get_json(url)
         assert set(answer) == {'users'}, url
         assert [user['nickname'] for user in answer['users']] == names, url
 
@@ -74,17 +60,17 @@ def test_the_online_users_page_by_page(client, store):
     links, the feed link without it (going offline is a change too)."""
     stored = store(9, online=lambda i: i % 3 != 0)
     online = [user for index, user in enumerate(stored) if index % 3 != 0]
-    answer = get(client, '/api/users?online=1&limit=4')
+    answer = client.get_json('/api/users?online=1&limit=4')
     assert ids(answer) == online[-4:]
     assert answer['_meta'] == {'limit': 4, 'more': True}
-    assert query(answer['_links']['self'])[1] == {'online': '1', 'limit': '4'}
-    assert query(answer['_links']['next'])[1] == {
+    assert link_parts(answer['_links']['self'])[1] == {'online': '1', 'limit': '4'}
+    assert link_parts(answer['_links']['next'])[1] == {
         'online': '1', 'before': str(online[-4]), 'limit': '4'}
-    assert set(query(answer['_links']['updates'])[1]) == {'updated_since'}
-    answer = get(client, answer['_links']['next'])
+    assert set(link_parts(answer['_links']['updates'])[1]) == {'updated_since'}
+    answer = client.get_json(answer['_links']['next'])
     assert ids(answer) == online[:2]
     assert answer['_meta']['more'] is False and 'next' not in answer['_links']
-    answer = get(client, f'/api/users?online=0&after={stored[0]}')
+    answer = client.get_json(f'/api/users?online=0&after={stored[0]}')
     assert ids(answer) == [stored[3], stored[6]]
 
 
@@ -95,28 +81,28 @@ def test_the_feed_of_user_changes(client, store, now):
     expected = stored[0::2] + stored[1::2]
     seen, url = [], '/api/users?updated_since=0&limit=4'
     while url:
-        answer = get(client, url)
+        answer = client.get_json(url)
         seen += ids(answer)
         url = answer['_links']['next'] if answer['_meta']['more'] else None
     assert seen == expected
     assert answer['_meta']['updated_since'] == int(
-        query(answer['_links']['self'])[1]['updated_since'])
+        link_parts(answer['_links']['self'])[1]['updated_since'])
 
 
 def test_users_by_id(client, store):
     stored = store(5)
-    answer = get(client, f'/api/users?ids={stored[3]},{stored[1]},{stored[3]}'
+    answer = client.get_json(f'/api/users?ids={stored[3]},{stored[1]},{stored[3]}'
                          ',99999999,0')
-    assert answer == {'users': [get(client, f'/api/users/{stored[1]}'),
-                                get(client, f'/api/users/{stored[3]}')]}
-    assert ids(get(client, f'/api/users?ids={stored[2]}')) == [stored[2]]
-    assert ids(get(client, f'/api/users?ids= {stored[2]} ,{stored[4]}')) == [
+    assert answer == {'users': [client.get_json(f'/api/users/{stored[1]}'),
+                                client.get_json(f'/api/users/{stored[3]}')]}
+    assert ids(client.get_json(f'/api/users?ids={stored[2]}')) == [stored[2]]
+    assert ids(client.get_json(f'/api/users?ids= {stored[2]} ,{stored[4]}')) == [
         stored[2], stored[4]]
 
 
 def test_users_by_id_with_the_online_filter(client, store):
     stored = store(4, online=lambda i: i < 2)
-    answer = get(client, '/api/users?online=1&ids='
+    answer = client.get_json('/api/users?online=1&ids='
                          + ','.join(map(str, stored)))
     assert ids(answer) == stored[:2]
 

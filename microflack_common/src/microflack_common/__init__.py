@@ -5,7 +5,8 @@ One module per concern: ``config`` (settings from the environment),
 ``etcd_client``, ``registration``, ``service_client`` (inter-service HTTP),
 ``events`` (``updated_model`` pushes), ``errors``, ``validation``,
 ``db_lock`` and ``migrate`` (schema upgrades one instance at a time),
-``service`` (wiring it all into a Flask app), ``testing`` and ``utils``.
+``paging`` (paged lists), ``service`` (wiring it all into a Flask app),
+``seeding`` (the seed commands' bulk inserts), ``testing`` and ``utils``.
 """
 
 __version__ = "1.0.0"
