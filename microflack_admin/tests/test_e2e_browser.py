@@ -5,7 +5,9 @@ section 4 "ui" and section 5, issue 4 point 4.
 Two independent browser contexts play two users. What one does shows up
 in the other's page without reloading it: in Socket.IO mode (the default)
 through `updated_model` pushes, in polling mode (UI_SOCKETIO=0) through
-the REST API.
+the REST API. A long history (issue 14) is shown a page at a time: the
+newest first, older pages as the reader scrolls up, without moving what
+the reader sees, while pushes still arrive.
 
 Settings the tests need are given to fresh instances through
 ``$MF_HOME/config/<service>.env``, which mfrun reads: a messages instance
@@ -28,11 +30,15 @@ import re
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import chromium
 import pytest
+import requests
 from mfplatform import ROOT
 
 try:
@@ -41,18 +47,14 @@ except ImportError as exc:      # a failure, never a skip: see `browser`
     expect = sync_playwright = None
     PLAYWRIGHT_IMPORT_ERROR = exc
 
-CHROMIUM = os.environ.get('MF_TEST_CHROMIUM', '/usr/bin/chromium')
-# Playwright's own browser download does not work here: it drives
-# Debian's chromium package, with these switches.
-CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu',
-                 '--disable-background-networking',
-                 '--disable-component-update', '--disable-sync',
-                 '--no-first-run']
 ARTIFACTS = Path(os.environ.get('MF_TEST_ARTIFACTS')
                  or ROOT / '.test-home' / 'artifacts')
 LIVE_MS = 1000           # an update shows up in another browser within this
 PREVIEW_MS = 15000       # link previews are fetched in the background
 SOCKET_MS = 20000        # a socketio instance restarting, clients back
+HISTORY = 300            # messages stored for the paging test
+HISTORY_PAGES = 8        # older pages it scrolls back at most
+PLACE_PX = 3             # how far the message read may move (rounding)
 LINK_TITLE = 'Microservices with Flask'
 LINK_DESCRIPTION = 'A page the browser tests serve for link previews.'
 
@@ -65,14 +67,13 @@ def browser():
     if sync_playwright is None:
         pytest.fail(f'Playwright is not installed ({PLAYWRIGHT_IMPORT_ERROR});'
                     f' pip install -r microflack_admin/tests/requirements.txt')
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f'{CHROMIUM} is missing: install Debian\'s chromium '
-                    f'(install/setup-host.sh --with-browser)')
+    if not os.access(chromium.CHROMIUM, os.X_OK):
+        pytest.fail(f'{chromium.CHROMIUM} is missing: install Debian\'s '
+                    f'chromium (install/setup-host.sh --with-browser)')
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+        browser = chromium.launch(playwright)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope='module')
@@ -266,8 +267,8 @@ def online(locator, timeout=LIVE_MS * 5):
 
 
 def offline(locator, timeout):
-    expect(locator).to_have_class(re.compile(r'\boffline\b'),
-                                  timeout=timeout)
+    """The user list shows who is online: an offline user is not in it."""
+    expect(locator).to_have_count(0, timeout=timeout)
 
 
 def shows_within(locator, text, timeout_ms):
@@ -387,7 +388,8 @@ def test_two_users_chat_in_real_time(browser, platform, private_links,
         shows_within(bob.message(after_restart).locator('.body em'),
                      after_restart, LIVE_MS)
 
-        # Bob closes his browser: Alice sees him go offline.
+        # Bob closes his browser: Alice sees him go offline (the list
+        # shows who is online: he leaves it).
         bob.close()
         offline(alice.user(bob_id), timeout=5000)
 
@@ -440,3 +442,178 @@ def test_polling_mode(browser, platform):
         finally:
             carol.close()
             dave.close()
+
+
+# -- a long history ------------------------------------------------------
+
+# Scrolls the message list to the top and says what the reader sees there
+# then: the first message (its id and where it is on the screen), how
+# many are in the page, and the history's state. A MutationObserver on
+# #messages keeps when and how the next messages came (window.mfProbe).
+TO_THE_TOP = """() => {
+  const list = document.getElementById('message-list');
+  const box = document.getElementById('messages');
+  const probe = {records: 0, added: 0, shownAfter: null,
+                 started: performance.now()};
+  window.mfProbe = probe;
+  if (window.mfObserver) { window.mfObserver.disconnect(); }
+  window.mfObserver = new MutationObserver((records) => {
+    probe.shownAfter = probe.shownAfter === null
+      ? performance.now() - probe.started : probe.shownAfter;
+    for (const record of records) {
+      probe.records += 1;
+      probe.added += record.addedNodes.length;
+    }
+  });
+  window.mfObserver.observe(box, {childList: true});
+  list.scrollTop = 0;
+  const first = box.querySelector('.message');
+  return {id: first.dataset.id, top: first.getBoundingClientRect().top,
+          count: box.children.length,
+          state: document.getElementById('history-status').dataset.state};
+}"""
+
+# Where message `id` is on the screen, and the list's state.
+PLACE_OF = """(id) => {
+  const element = document.querySelector(
+    `#messages .message[data-id="${id}"]`);
+  return {top: element.getBoundingClientRect().top,
+          count: document.getElementById('messages').children.length,
+          scrollTop: document.getElementById('message-list').scrollTop,
+          state: document.getElementById('history-status').dataset.state,
+          probe: window.mfProbe};
+}"""
+
+# The first message in view (its id and where it is).
+FIRST_IN_VIEW = """() => {
+  const list = document.getElementById('message-list');
+  const top = list.getBoundingClientRect().top;
+  for (const element of document.querySelectorAll('#messages .message')) {
+    const rect = element.getBoundingClientRect();
+    if (rect.bottom > top) {
+      return {id: element.dataset.id, top: rect.top,
+              scrollTop: list.scrollTop};
+    }
+  }
+  return null;
+}"""
+
+
+def post_messages(platform, token, sources, threads=8):
+    """POSTs the sources through the load balancer from a few threads (a
+    few hundred take a second or two); returns the ids made, ascending."""
+    local = threading.local()
+
+    def post(source):
+        if not hasattr(local, 'session'):
+            local.session = requests.Session()
+            local.session.trust_env = False
+        rv = local.session.post(f'{platform.lb}/api/messages', timeout=30,
+                                headers=auth(token), json={'source': source})
+        assert rv.status_code == 201, rv.text
+        return rv.json()['id']
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sorted(pool.map(post, sources))
+
+
+def api_calls(chat, path):
+    """The page's GETs of ``path`` so far: the query of each, as a dict."""
+    calls = []
+    for request in chat.api_requests:
+        method, url = request.split(' ', 1)
+        parts = urlsplit(url)
+        if method == 'GET' and parts.path == path:
+            calls.append({name: values[0] for name, values
+                          in parse_qs(parts.query).items()})
+    return calls
+
+
+def wait_for_more(chat, message_id, count, timeout=10):
+    """Waits until the list holds more than ``count`` messages (an older
+    page came) or the history's beginning shows; returns PLACE_OF."""
+    deadline = time.monotonic() + timeout
+    while True:
+        place = chat.page.evaluate(PLACE_OF, message_id)
+        if place['count'] > count and place['state'] != 'loading':
+            return place
+        assert time.monotonic() < deadline, f'no older page: {place}'
+        chat.page.wait_for_timeout(20)
+
+
+def test_long_history_in_pages(browser, platform):
+    """Issue 14: a few hundred messages are shown a page at a time."""
+    token = platform.user_with_token(nickname('writer'))
+    tag = marker()
+    ids = post_messages(platform, token,
+                        [f'{tag} number {n:04d}' for n in range(HISTORY)])
+    reader = ChatPage(browser, platform)
+    try:
+        reader.login(nickname('reader'))
+        # First load, logged in (the session is kept in the tab).
+        reader.api_requests.clear()
+        reader.page.reload()
+        expect(reader.page.locator('#post-form')).to_be_visible()
+        messages = reader.page.locator('#messages .message')
+        newest = messages.last
+        expect(newest).to_have_attribute('data-id', str(ids[-1]))
+        expect(newest).to_be_in_viewport()
+        expect(reader.page.locator('#message-input')).to_be_editable()
+        expect(reader.page.locator('#message-input')).to_be_focused()
+        first_count = messages.count()
+        assert first_count < HISTORY, first_count   # a page, not everything
+        first_page = api_calls(reader, '/api/messages')[0]
+        assert 20 <= int(first_page['limit']) <= 100, first_page
+        assert set(first_page) == {'limit'}, first_page
+
+        # Scrolled to the top, older pages come, each above the message
+        # the reader sees, which stays where it was.
+        shown = []
+        for _ in range(HISTORY_PAGES):
+            top = reader.page.evaluate(TO_THE_TOP)
+            if top['state'] == 'complete':
+                break
+            place = wait_for_more(reader, top['id'], top['count'])
+            assert abs(place['top'] - top['top']) <= PLACE_PX, (top, place)
+            probe = place['probe']
+            # one insertion for the page (a record per DOM insertion)
+            assert probe['records'] == 1, probe
+            assert probe['added'] == place['count'] - top['count'], probe
+            shown.append(round(probe['shownAfter']))
+        assert len(shown) >= 3, shown
+        older = api_calls(reader, '/api/messages')[1:]
+        befores = [int(query['before']) for query in older if 'before' in query]
+        assert befores == sorted(befores, reverse=True), befores
+        assert len(befores) == len(set(befores)), befores   # never twice
+        print(f'older pages shown after reaching the top (ms): {shown}')
+
+        # Scrolled back, a message from someone else appears below
+        # without moving the reader's view; the notice shows, and takes
+        # the reader down to it.
+        seen = reader.page.evaluate(FIRST_IN_VIEW)
+        pushed = marker()
+        rv = platform.http.post(f'{platform.lb}/api/messages', timeout=10,
+                                headers=auth(token),
+                                json={'source': f'Later: *{pushed}*'})
+        assert rv.status_code == 201, rv.text
+        expect(reader.message(pushed)).to_have_count(1, timeout=LIVE_MS * 3)
+        after = reader.page.evaluate(PLACE_OF, seen['id'])
+        assert abs(after['top'] - seen['top']) <= PLACE_PX, (seen, after)
+        notice = reader.page.locator('#new-messages')
+        expect(notice).to_be_visible()
+        notice.click()
+        expect(reader.message(pushed)).to_be_in_viewport()
+        expect(notice).to_be_hidden()
+
+        # The page asked for its authors by id, never for every user, and
+        # never for every message.
+        users = api_calls(reader, '/api/users')
+        assert any('ids' in query for query in users), users
+        assert all({'ids', 'limit', 'updated_since'} & set(query)
+                   for query in users), users
+        assert all({'limit', 'before', 'updated_since'} & set(query)
+                   for query in api_calls(reader, '/api/messages'))
+        assert reader.problems == []
+    finally:
+        reader.close()
+

@@ -122,10 +122,11 @@ def direct(platform, instance):
 
 
 def test_old_and_new_messages_side_by_side(platform):
-    """The previous release of messages (built from git) and the current
-    one serve together against the database migrated for the current one:
-    each reads what the other wrote; only the new one knows edited_at."""
-    ref, old_tag = older_release_ref('messages')
+    """messages 1.0.1, the release before edited_at (built from git), and
+    the current one serve together against the database migrated for the
+    current one: each reads what the other wrote; only the new one knows
+    edited_at."""
+    ref, old_tag = older_release_ref('messages', '1.0.1')
     platform.run('mfbuild', '--from', ref, 'messages')
     old = run_instances(platform, 'messages', old_tag, 1)[0]
     try:

@@ -20,18 +20,22 @@ def git(*args):
                           text=True, check=True).stdout.strip()
 
 
-def older_release_ref(service):
-    """The newest commit whose VERSION of the service differs from the
-    working tree's: the release before the current one."""
+def older_release_ref(service, release=None):
+    """(commit, version) of an older release in the history: the newest
+    commit whose VERSION of the service differs from the working tree's
+    (the release before the current one), or is ``release``."""
     current = version(service)
-    for commit in git('rev-list', '--max-count=200', 'HEAD').split():
+    for commit in git('rev-list', '--max-count=300', 'HEAD').split():
         shown = subprocess.run(
             ['git', '-C', str(ROOT), 'show',
              f'{commit}:microflack_{service}/VERSION'],
             capture_output=True, text=True)
-        if shown.returncode == 0 and shown.stdout.strip() != current:
-            return commit, shown.stdout.strip()
-    raise AssertionError(f'no older release of {service} in the history')
+        found = shown.stdout.strip()
+        if shown.returncode == 0 and found != current \
+                and release in (None, found):
+            return commit, found
+    raise AssertionError(f'no older release {release or ""} of {service} '
+                         'in the history')
 
 
 def live(platform, service):

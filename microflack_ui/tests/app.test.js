@@ -62,10 +62,10 @@ describe('mergeModels', () => {
     assert.equal(messages.get(2).get('html'), 'edited');
   });
 
-  it('keeps messages in the order they were written', () => {
+  it('keeps messages in the order they were stored (by id)', () => {
     const messages = new MF.Messages();
     MF.mergeModels(messages, [message(3, 1), message(1, 1)]);
-    MF.mergeModels(messages, [message(2, 1),
+    MF.mergeModels(messages, [message(2, 1, { created_at: NOW + 9 }),
       message(1, 1, { updated_at: NOW + 100 })]);
     assert.deepEqual(messages.pluck('id'), [1, 2, 3]);
   });
@@ -99,6 +99,13 @@ describe('compareUsers', () => {
     assert.deepEqual(users.sort(MF.compareUsers).map((u) => u.nickname),
       ['anna', 'Carol', 'alice', 'bob']);
   });
+
+  it('lists the users online only (onlineUsers)', () => {
+    const users = [user(1, 'bob', { online: false }), user(2, 'Carol'),
+      user(3, 'alice', { online: false }), user(4, 'anna')];
+    assert.deepEqual(MF.onlineUsers(users).map((u) => u.nickname),
+      ['anna', 'Carol']);
+  });
 });
 
 describe('formatTime', () => {
@@ -112,6 +119,70 @@ describe('formatTime', () => {
     assert.equal(MF.formatTime(NOW + 5 * 24 * HOUR, Object.assign({}, options,
       { now: (NOW + 40 * 24 * HOUR) * 1000 })), '6 Jan, 00:00');
     assert.equal(MF.formatTime(NOW - 2 * HOUR, options), '31 Dec 2025, 22:00');
+  });
+});
+
+describe('reading pages and links', () => {
+  it('reads a page: items, more, next, updates, the feed\'s start', () => {
+    const read = MF.readPage({ messages: [message(1, 1), null, { x: 1 }],
+      _meta: { limit: 2, more: true, updated_since: NOW },
+      _links: { self: '/a', next: '/b', updates: '/c' } }, 'messages');
+    assert.deepEqual(read.items.map((m) => m.id), [1]);
+    assert.equal(read.paged, true);
+    assert.equal(read.more, true);
+    assert.equal(read.next, '/b');
+    assert.equal(read.updates, '/c');
+    assert.equal(read.updatedSince, NOW);
+  });
+
+  it('takes an answer without _meta (an old service) as the whole list', () => {
+    for (const data of [{ messages: [message(1, 1)] },
+      { messages: [message(1, 1)], _links: { next: '/b' } }]) {
+      const read = MF.readPage(data, 'messages');
+      assert.deepEqual([read.paged, read.more, read.next, read.updates,
+        read.items.length], [false, false, null, null, 1]);
+    }
+    assert.deepEqual(MF.readPage(null, 'users').items, []);
+    assert.deepEqual(MF.readPage({ users: 'x', _meta: {} }, 'users').items, []);
+  });
+
+  it('changes and reads the parameters of links', () => {
+    assert.equal(MF.withParams('/api/messages?before=951&limit=20', { limit: 50 }),
+      '/api/messages?before=951&limit=50');
+    assert.equal(MF.withParams('/api/messages?updated_since=5&after=3&limit=9',
+      { updated_since: 8, after: null }), '/api/messages?updated_since=8&limit=9');
+    assert.equal(MF.withParams('http://other:8080/x?a=1', { b: 2 }),
+      'http://other:8080/x?a=1&b=2');
+    assert.equal(MF.linkNumber('/x?updated_since=12&after=3', 'updated_since'), 12);
+    assert.equal(MF.linkNumber('/x?updated_since=', 'updated_since'), null);
+    assert.equal(MF.linkNumber('/x', 'updated_since'), null);
+  });
+
+  it('continues a feed from its next link, an old service\'s from its newest change', () => {
+    const url = '/api/messages?updated_since=5';
+    assert.equal(MF.nextFeedLink(url, MF.readPage({ messages: [],
+      _meta: { more: false }, _links: { next: '/next' } }, 'messages')), '/next');
+    assert.equal(MF.nextFeedLink(url, MF.readPage({ messages: [
+      message(1, 1, { updated_at: 40 }), message(2, 1, { updated_at: 30 })] },
+    'messages')), '/api/messages?updated_since=39');
+    assert.equal(MF.nextFeedLink(url, MF.readPage({ messages: [] }, 'messages')), url);
+    assert.equal(MF.firstFeedLink('/api/messages', MF.readPage({ messages: [],
+      _meta: {}, _links: { updates: '/feed' } }, 'messages')), '/feed');
+    assert.equal(MF.firstFeedLink('/api/messages', MF.readPage({ messages: [
+      message(1, 1, { updated_at: 40 })] }, 'messages')),
+    '/api/messages?updated_since=39');
+  });
+
+  it('sizes the first page to the list, within bounds', () => {
+    assert.equal(MF.pageSizeFor(0), MF.FIRST_PAGE_MIN);
+    assert.equal(MF.pageSizeFor(undefined), MF.FIRST_PAGE_MIN);
+    assert.equal(MF.pageSizeFor(1200), 30);
+    assert.equal(MF.pageSizeFor(100000), MF.FIRST_PAGE_MAX);
+  });
+
+  it('cuts lists into chunks', () => {
+    assert.deepEqual(MF.chunks([1, 2, 3, 4, 5], 2), [[1, 2], [3, 4], [5]]);
+    assert.deepEqual(MF.chunks([], 2), []);
   });
 });
 
@@ -318,8 +389,7 @@ describe('Chat session', () => {
     chat.remember(token, 'x');
     chat.forget('some-older-token');
     assert.equal(chat.session.isLoggedIn(), true);
-    await assert.rejects(chat.refreshList('users', '/api/users', chat.users),
-      { status: 401 });
+    await assert.rejects(chat.loadOnlineUsers(), { status: 401 });
     assert.equal(chat.session.isLoggedIn(), false);
     assert.equal(storage.items.size, 0);
   });
@@ -339,83 +409,12 @@ describe('Chat session', () => {
   });
 });
 
-describe('Chat.refresh', () => {
-  it('loads everything, then asks only for what changed', async () => {
-    const { chat, fetch } = makeChat({
-      'GET /api/users': [200, { users: [user(1, 'a', { updated_at: NOW + 5 })] }],
-      'GET /api/messages': [200, { messages: [message(1, 1), message(2, 1)] }],
-      [`GET /api/users?updated_since=${NOW + 4}`]: [200, { users: [] }],
-      [`GET /api/messages?updated_since=${NOW + 1}`]: [200, { messages: [
-        message(2, 1, { html: '<em>edited</em>', updated_at: NOW + 9 })] }],
-      [`GET /api/messages?updated_since=${NOW + 8}`]: [200, { messages: [] }],
-    });
-    await chat.refresh();
-    await chat.refresh();
-    await chat.refresh();
-    assert.deepEqual(fetch.calls.map((c) => c.url), [
-      '/api/users', '/api/messages',
-      `/api/users?updated_since=${NOW + 4}`, `/api/messages?updated_since=${NOW + 1}`,
-      `/api/users?updated_since=${NOW + 4}`, `/api/messages?updated_since=${NOW + 8}`,
-    ]);
-    assert.equal(chat.messages.get(2).get('html'), '<em>edited</em>');
-    assert.equal(chat.messages.length, 2);
-  });
-
-  it('fetches unknown authors once, without moving the users cursor', async () => {
-    const { chat, fetch } = makeChat({
-      'GET /api/users': [200, { users: [user(1, 'a')] }],
-      'GET /api/messages': [200, { messages: [message(1, 1), message(2, 2),
-        message(3, 2), message(4, 9)] }],
-      'GET /api/users/2': [200, user(2, 'b', { updated_at: NOW + 500 })],
-      'GET /api/users/9': [404, { error: 'not found' }],
-    });
-    await chat.refresh();
-    chat.fetchUnknownAuthors();        // still pending: not asked again
-    await settle();
-    assert.equal(chat.users.get(2).get('nickname'), 'b');
-    assert.equal(chat.missingUsers.has(9), true);
-    assert.equal(chat.cursors.users, NOW);
-    chat.fetchUnknownAuthors();        // known now, or known to be missing
-    await settle();
-    const single = fetch.calls.filter((c) => /\/api\/users\/\d/.test(c.url));
-    assert.deepEqual(single.map((c) => c.url), ['/api/users/2', '/api/users/9']);
-  });
-
-  it('waits for both lists before failing', async () => {
-    let finishMessages = null;
-    const { chat } = makeChat({});
-    chat.api.fetch = async (url) => {
-      if (url.startsWith('/api/messages')) {   // slow
-        await new Promise((resolve) => { finishMessages = resolve; });
-        return { ok: true, status: 200, text: async () => '{"messages": []}' };
-      }
-      return { ok: false, status: 503, statusText: '',
-        text: async () => '{"error": "down"}' };
-    };
-    let failed = false;
-    const refreshing = chat.refresh().catch(() => { failed = true; });
-    await settle();
-    assert.equal(failed, false);     // users failed, messages still running
-    finishMessages();
-    await refreshing;
-    assert.equal(failed, true);
-  });
-
-  it('applies pushed models like polled ones', () => {
-    const { chat } = makeChat({ 'GET /api/users/5': [200, user(5, 'e')] });
-    chat.applyUpdate('User', user(1, 'a'));
-    chat.applyUpdate('Message', message(1, 1));
-    chat.applyUpdate('Other', { id: 1 });
-    assert.equal(chat.users.length, 1);
-    assert.equal(chat.messages.length, 1);
-  });
-});
-
 describe('Chat.postMessage', () => {
   it('adds the answer without undoing a newer polled version', async () => {
     const { chat } = makeChat({
       'POST /api/messages': [201, message(7, 1, { html: '' })],
     });
+    chat.loaded.messages = true;       // an empty chat, loaded
     const posted = await chat.postMessage('hello');
     assert.equal(posted.id, 7);
     assert.equal(chat.messages.get(7).get('source'), 'm7');
@@ -430,7 +429,8 @@ describe('PollingTransport', () => {
     const token = jwt({ user_id: 4, exp: NOW + 60 });
     const { chat } = makeChat({
       'GET /api/users': [401, { error: 'authentication required' }],
-      'GET /api/messages': [200, { messages: [] }],
+      'GET /api/messages': [200, { messages: [], _meta: { more: false },
+        _links: { updates: `/api/messages?updated_since=${NOW}` } }],
     });
     chat.remember(token, 'x');
     const transport = new MF.PollingTransport(chat);

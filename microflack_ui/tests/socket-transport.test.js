@@ -7,7 +7,7 @@ const { describe, it, mock, beforeEach, afterEach } = require('node:test');
 
 const MF = require('../static/app.js');
 const {
-  fakeFetch, memoryStorage, jwt, HOUR, NOW, user, message, settle,
+  fakeFetch, memoryStorage, jwt, HOUR, NOW, user, message, settle, fakeServer,
 } = require('./fakes.js');
 
 /** What the transport sees of a socket.io-client Socket; the test plays
@@ -100,30 +100,34 @@ function setup(routes, options) {
 
 const TOKEN = jwt({ user_id: 1, exp: NOW + HOUR });
 
-/** A platform's answers: users 1 and 2, messages 1 and 2 (updated_at
- * NOW + 1 and NOW + 2); incremental lists answer `later`. */
-function routes(later) {
-  const more = later || {};
-  return {
-    'GET /api/users': (call) => [200, { users: call.url.includes('?')
-      ? (more.users || []) : [user(1, 'a'), user(2, 'b')] }],
-    'GET /api/messages': (call) => [200, { messages: call.url.includes('?')
-      ? (more.messages || []) : [message(1, 1), message(2, 2)] }],
-  };
+/** A platform's answers (fakes.fakeServer): users 1 and 2, online,
+ * messages 1 and 2 by them (updated_at NOW + 1 and NOW + 2), the server's
+ * time NOW + 10. The test changes `server` to change what it answers. */
+function routes(server) {
+  const state = server || {};
+  state.now = state.now || NOW + 10;
+  state.users = state.users || [user(1, 'a'), user(2, 'b')];
+  state.messages = state.messages || [message(1, 1), message(2, 2)];
+  return fakeServer(state);
 }
 
 function urls(fetch) {
   return fetch.calls.map((call) => `${call.method} ${call.url}`);
 }
 
+// The first load: the newest page of messages, who is online, and the
+// authors of the page (asked before the online page is in).
+const FIRST_LOAD = ['GET /api/messages?limit=20',
+  'GET /api/users?online=1&limit=500', 'GET /api/users?ids=1,2'];
+
 describe('SocketTransport: loading and pushes', () => {
-  it('connects at /socket.io and loads the lists at once', async () => {
+  it('connects at /socket.io and loads the first pages at once', async () => {
     const { chat, fetch, transport, sockets } = setup(routes());
     transport.start();
     assert.equal(sockets.length, 1);
     assert.deepEqual(sockets[0].options, { path: '/socket.io' });
     await transport.loading;
-    assert.deepEqual(urls(fetch), ['GET /api/users', 'GET /api/messages']);
+    assert.deepEqual(urls(fetch), FIRST_LOAD);
     assert.deepEqual(chat.messages.pluck('id'), [1, 2]);
     transport.start();                       // started once only
     assert.equal(sockets.length, 1);
@@ -155,17 +159,18 @@ describe('SocketTransport: loading and pushes', () => {
     assert.equal(fetch.calls.length, before);
   });
 
-  it('a connection brings what changed since the newest update seen', async () => {
-    const { chat, fetch, transport, sockets } = setup(routes({
-      messages: [message(4, 1)] }));
+  it('a connection brings what changed since the first pages (the feeds)', async () => {
+    const server = {};
+    const { chat, fetch, transport, sockets } = setup(routes(server));
     transport.start();
     await transport.loading;
+    server.messages.push(message(4, 1, { updated_at: NOW + 12 }));
     sockets[0].connectNow();
     await transport.loading;
-    // cursors: users NOW, messages NOW + 2; asked from the second before
-    assert.deepEqual(urls(fetch).slice(2), [
-      `GET /api/users?updated_since=${NOW - 1}`,
-      `GET /api/messages?updated_since=${NOW + 1}`,
+    // the pages' `updates` links: the feeds from a second before NOW + 10
+    assert.deepEqual(urls(fetch).slice(3), [
+      `GET /api/messages?updated_since=${NOW + 9}`,
+      `GET /api/users?updated_since=${NOW + 9}`,
     ]);
     assert.deepEqual(chat.messages.pluck('id'), [1, 2, 4]);
   });
@@ -177,15 +182,15 @@ describe('SocketTransport: loading and pushes', () => {
     transport.load();                        // ... still just one more
     await transport.loading;
     await settle();
-    assert.deepEqual(urls(fetch), ['GET /api/users', 'GET /api/messages',
-      `GET /api/users?updated_since=${NOW - 1}`,
-      `GET /api/messages?updated_since=${NOW + 1}`]);
+    assert.deepEqual(urls(fetch), [...FIRST_LOAD,
+      `GET /api/messages?updated_since=${NOW + 9}`,
+      `GET /api/users?updated_since=${NOW + 9}`]);
   });
 
-  it('after a reconnection, reloads from the newest push seen (minus a second)', async () => {
-    const later = { messages: [] };
+  it('after a reconnection, catches up from the newest push seen (minus a second)', async () => {
+    const server = {};
     const { chat, fetch, transport, sockets, connection } = setup(
-      routes(later));
+      routes(server));
     transport.start();
     const socket = sockets[0];
     socket.connectNow();
@@ -197,45 +202,47 @@ describe('SocketTransport: loading and pushes', () => {
 
     socket.drop();                           // a socketio instance stops
     assert.deepEqual(connection, [true, false]);
-    later.messages = [message(6, 2, { updated_at: NOW + 70 })];   // missed
+    server.messages.push(message(5, 1, { updated_at: NOW + 50 }),
+      message(6, 2, { updated_at: NOW + 70 }));   // 6 missed
+    server.now = NOW + 80;
     const before = fetch.calls.length;
     socket.emitted = [];
     chat.remember(TOKEN, 'a');
     socket.connectNow();                     // ... and another one answers
     await transport.loading;
+    // (the feeds' links, their updated_since moved: `limit` is theirs)
     assert.deepEqual(urls(fetch).slice(before), [
-      `GET /api/users?updated_since=${NOW + 39}`,
-      `GET /api/messages?updated_since=${NOW + 49}`,
+      `GET /api/messages?updated_since=${NOW + 49}&limit=500`,
+      `GET /api/users?updated_since=${NOW + 39}&limit=500`,
     ]);
     assert.deepEqual(chat.messages.pluck('id'), [1, 2, 5, 6]);
     assert.deepEqual(socket.sent('ping_user'), [['ping_user', TOKEN]]);
     assert.deepEqual(connection, [true, false, true]);
   });
 
-  it('pushes before the load that follows a connection do not move the cursors', async () => {
+  it('pushes before the load that follows a connection do not move the feeds', async () => {
     let finishMessages = null;
-    const { chat, transport, sockets } = setup(routes());
+    const { chat, fetch, transport, sockets } = setup(routes());
     transport.start();
-    await transport.loading;                 // cursors: NOW, NOW + 2
-    chat.api.fetch = async (url) => {
+    await transport.loading;
+    const answer = fetch;
+    chat.api.fetch = async (url, init) => {
       if (url.startsWith('/api/messages')) {
         await new Promise((resolve) => { finishMessages = resolve; });
       }
-      const name = url.startsWith('/api/users') ? 'users' : 'messages';
-      return { ok: true, status: 200,
-        text: async () => JSON.stringify({ [name]: [] }) };
+      return answer(url, init);
     };
     const socket = sockets[0];
     socket.connectNow();                     // load running
     await settle();
     socket.serverEvent('updated_model', { class: 'Message',
       model: message(9, 1, { updated_at: NOW + 90 }) });
-    assert.equal(chat.cursors.messages, NOW + 2);
     finishMessages();
     await transport.loading;
+    assert.equal(chat.feeds.messages, `/api/messages?updated_since=${NOW + 9}&limit=500`);
     socket.serverEvent('updated_model', { class: 'Message',
       model: message(10, 1, { updated_at: NOW + 100 }) });
-    assert.equal(chat.cursors.messages, NOW + 100);
+    assert.equal(chat.feeds.messages, `/api/messages?updated_since=${NOW + 99}&limit=500`);
     assert.deepEqual(chat.messages.pluck('id'), [1, 2, 9, 10]);
   });
 });
@@ -287,7 +294,7 @@ describe('SocketTransport: connection state', () => {
     await transport.loading;
     assert.deepEqual(connection, [true, false]);
     const attempts = () => fetch.calls.filter(
-      (call) => call.url.startsWith('/api/users')).length;
+      (call) => call.url.startsWith('/api/users?online')).length;
     assert.equal(attempts(), 1);
     for (const [pause, expected] of [[1000, 2], [2000, 3], [4000, 4], [4000, 5]]) {
       mock.timers.tick(pause - 1);

@@ -1,4 +1,6 @@
+import hashlib
 import json
+import os
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +21,12 @@ CONTENT_TYPES = {
     '.svg': ('image/svg+xml',),
 }
 ANY_URL = re.compile(r'https?://', re.IGNORECASE)
+A_YEAR = 31536000
+
+
+def content_hash(path):
+    """What a static URL's ?v= must be: the start of the file's SHA-256."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class PageParser(HTMLParser):
@@ -94,7 +102,7 @@ def test_index_has_the_config_block(app, client):
     assert json.loads(page.config_text) == {
         'socketio': True, 'version': app.config['VERSION'],
         'ping_interval': 30}
-    assert app.config['VERSION'] == VERSION == '1.1.0'
+    assert app.config['VERSION'] == VERSION == '1.2.0'
 
 
 def test_socketio_mode_loads_the_socketio_client(client):
@@ -199,7 +207,8 @@ def test_every_referenced_url_is_served(client, polling_client,
         parts = urlsplit(url)
         assert not parts.scheme and not parts.netloc, url
         assert parts.path.startswith('/static/'), url
-        assert parts.query == f'v={VERSION}', url
+        assert parts.query == \
+            f'v={content_hash(ROOT / parts.path.lstrip("/"))}', url
         rv = test_client.get(url)
         assert rv.status == 200, f'{url}: {rv.status}; {BUILD_HINT}'
         suffix = Path(parts.path).suffix
@@ -237,36 +246,126 @@ def test_page_security_headers(client):
     assert 'no-cache' in rv.headers['Cache-Control']
 
 
-def test_vendor_files_are_cacheable(app, client):
-    assert built_vendor_files(), BUILD_HINT
-    rv = client.get(f'/static/vendor/jquery.min.js?v={VERSION}')
-    assert rv.status == 200
-    assert rv.response.cache_control.public
-    assert rv.response.cache_control.max_age == \
-        app.config['UI_VENDOR_MAX_AGE'] > 0
-    assert not rv.response.cache_control.no_cache
+def assert_immutable(rv):
+    assert rv.headers['Cache-Control'] == \
+        f'public, max-age={A_YEAR}, immutable'
 
 
-@pytest.mark.parametrize('name', ['app.js', 'app.css'])
-def test_client_files_are_revalidated(client, name):
-    rv = client.get(f'/static/{name}?v={VERSION}')
-    assert rv.status == 200
+def assert_revalidated(rv):
     assert rv.response.cache_control.no_cache
     assert rv.response.cache_control.max_age is None
+    assert not rv.response.cache_control.immutable
+    assert not rv.response.cache_control.public
+
+
+@pytest.mark.parametrize('use_socketio', [False, True])
+def test_everything_the_page_loads_is_cached_for_a_year(
+        client, polling_client, use_socketio):
+    """Vendor libraries, app.js, app.css and the favicon alike: their URLs
+    name their bytes."""
+    test_client = client if use_socketio else polling_client
+    _, page = parse_page(test_client)
+    assert {'/static/favicon.svg', '/static/app.js', '/static/app.css',
+            '/static/vendor/jquery.min.js'} <= static_paths(page.urls)
+    for url in page.urls:
+        rv = test_client.get(url)
+        assert rv.status == 200, url
+        assert_immutable(rv)
+
+
+@pytest.mark.parametrize('name', ['app.js', 'app.css', 'favicon.svg',
+                                  'vendor/jquery.min.js'])
+@pytest.mark.parametrize('query', [
+    '', '?v=', f'?v={VERSION}', '?v={other_hash}', '?v={own_hash}0'])
+def test_any_other_url_of_a_static_file_is_revalidated(client, name, query):
+    """Without its current hash, a URL may hold other bytes tomorrow (an
+    old page's URL, a hand-written one): browsers must ask every time."""
+    assert built_vendor_files(), BUILD_HINT
+    other = 'app.css' if name == 'app.js' else 'app.js'
+    url = f'/static/{name}' + query.format(
+        own_hash=content_hash(STATIC / name),
+        other_hash=content_hash(STATIC / other))
+    rv = client.get(url)
+    assert rv.status == 200
+    assert rv.data == (STATIC / name).read_bytes()
+    assert_revalidated(rv)
+    # Revalidated with the ETag, as a browser sends it back: strong, or
+    # weakened by the load balancer when it compressed the answer.
     etag = rv.headers['ETag']
-    again = client.get(f'/static/{name}?v={VERSION}',
-                       headers={'If-None-Match': etag})
-    assert again.status == 304
-    assert again.response.cache_control.no_cache
+    for sent in (etag, f'W/{etag}'):
+        again = client.get(url, headers={'If-None-Match': sent})
+        assert again.status == 304, sent
+        assert_revalidated(again)
+
+
+def test_a_revalidated_current_url_stays_immutable(client):
+    url = f'/static/app.js?v={content_hash(STATIC / "app.js")}'
+    etag = client.get(url).headers['ETag']
+    rv = client.get(url, headers={'If-None-Match': etag})
+    assert rv.status == 304
+    assert_immutable(rv)
+
+
+def page_url(app, filename):
+    with app.test_request_context():
+        from views import static_url
+        return static_url(filename)
+
+
+def test_a_changed_file_gets_a_new_url(app, client, tmp_path):
+    """A rebuild that keeps VERSION (or `flask run` while editing): the
+    new bytes get a new URL, and the old URL no longer claims a year."""
+    app.static_folder = str(tmp_path)
+    script = tmp_path / 'app.js'
+    script.write_text('console.log(1);\n')
+    first = page_url(app, 'app.js')
+    assert first == f'/static/app.js?v={content_hash(script)}'
+    assert_immutable(client.get(first))
+
+    # The same size: only the modification time tells (moved on by a
+    # second, for a file system with a coarse clock).
+    script.write_text('console.log(2);\n')
+    stat = script.stat()
+    os.utime(script, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = page_url(app, 'app.js')
+    assert second == f'/static/app.js?v={content_hash(script)}' != first
+    rv = client.get(first)
+    assert rv.data == b'console.log(2);\n'
+    assert_revalidated(rv)
+    assert_immutable(client.get(second))
+
+
+def test_each_file_is_hashed_once(app, client, monkeypatch):
+    import views
+    hashed = []
+    real = views.file_hash
+    monkeypatch.setattr(views, 'file_hash',
+                        lambda path: hashed.append(path) or real(path))
+    for _ in range(3):
+        _, page = parse_page(client)
+        for url in page.urls:
+            assert_immutable(client.get(url))
+    assert sorted(hashed) == sorted(set(hashed))
+    assert len(hashed) == len(page.urls)
+
+
+def test_a_missing_file_gets_no_hash(app):
+    """Nor does a file outside static/ (its hash is nobody's business)."""
+    assert page_url(app, 'nope.js') == '/static/nope.js'
+    assert page_url(app, '../config.py') == '/static/../config.py'
 
 
 def test_only_message_html_is_inserted_as_html():
-    """app.js writes untrusted text with .text(); .html() is used once,
-    for the messages service's sanitised `html`."""
+    """app.js writes untrusted text as text (textContent, .text()); HTML
+    goes in once, for the messages service's sanitised `html`, with
+    innerHTML (which runs no script, where jQuery's .html() may)."""
     source = (STATIC / 'app.js').read_text()
-    calls = re.findall(r'\.html\(([^)]*)\)', source)
-    assert calls == ['message.html']
-    assert 'innerHTML' not in source
+    assert re.findall(r'\.html\(([^)]*)\)', source) == []
+    assert re.findall(r'\.innerHTML\s*=\s*([^;\n]*)', source) == [
+        'message.html']
+    for sink in ('outerHTML', 'insertAdjacentHTML', 'document.write',
+                 'createContextualFragment', 'parseHTML'):
+        assert sink not in source
 
 
 def test_health(client):
