@@ -621,24 +621,23 @@ def measure(platform, args):
     return r
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if not shutil.which('wrk'):
-        print(f'{PROG}: error: wrk is not installed (apt-get install wrk)',
-              file=sys.stderr)
-        return 1
-    private = args.home is None
-    home = Path(tempfile.mkdtemp(prefix='mfbench-')) if private else args.home
+def run_measurements(prog, home, measure, home_prefix):
+    """``measure(platform)`` on the platform running from ``home``, or, when
+    ``home`` is None, on a private one installed for the run and removed
+    afterwards (its databases too). Returns the results, or None after
+    saying what failed."""
+    private = home is None
+    home = Path(tempfile.mkdtemp(prefix=home_prefix)) if private else home
     platform = None
     try:
         platform = (Platform.install(home) if private
                     else Platform.existing(home))
-        results = measure(platform, args)
-    except (RuntimeError, subprocess.CalledProcessError, requests.RequestException,
-            OSError) as exc:
+        return measure(platform)
+    except (RuntimeError, subprocess.CalledProcessError,
+            requests.RequestException, OSError) as exc:
         detail = getattr(exc, 'stderr', '') or ''
-        print(f'{PROG}: error: {exc}\n{detail}', file=sys.stderr)
-        return 1
+        print(f'{prog}: error: {exc}\n{detail}', file=sys.stderr)
+        return None
     finally:
         if private and platform is not None:
             platform.run('../install/stop-all.sh', check=False)
@@ -647,14 +646,32 @@ def main(argv=None):
                             'DROP DATABASE IF EXISTS mfbench_messages'],
                            check=False)
             shutil.rmtree(home, ignore_errors=True)
+
+
+def print_results(prog, results, headline, table, json_file):
     print()
-    print(f"{PROG}: {results['host']}, {results['cpus']} CPUs; medians of "
-          f"{args.runs} runs of {args.seconds} s; {results['messages_listed']} "
-          'messages listed')
-    print(report(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1) + '\n')
-        print(f'{PROG}: results in {args.json}')
+    print(f"{prog}: {results['host']}, {results['cpus']} CPUs; {headline}")
+    print(table)
+    if json_file:
+        json_file.write_text(json.dumps(results, indent=1) + '\n')
+        print(f'{prog}: results in {json_file}')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not shutil.which('wrk'):
+        print(f'{PROG}: error: wrk is not installed (apt-get install wrk)',
+              file=sys.stderr)
+        return 1
+    results = run_measurements(PROG, args.home,
+                               lambda platform: measure(platform, args),
+                               'mfbench-')
+    if results is None:
+        return 1
+    print_results(PROG, results,
+                  f"medians of {args.runs} runs of {args.seconds} s; "
+                  f"{results['messages_listed']} messages listed",
+                  report(results), args.json)
     return 0
 
 
