@@ -30,6 +30,14 @@ class Message(db.Model):
     # insert rows without it (see migration 5b1e7c3a9d24).
     edited_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
+    def __init__(self, **columns):
+        # One clock reading for both: a new message was created when it
+        # was last updated (two column defaults could straddle a second).
+        now = timestamp()
+        columns.setdefault('created_at', now)
+        columns.setdefault('updated_at', now)
+        super().__init__(**columns)
+
     def to_dict(self):
         return message_dict(self)
 

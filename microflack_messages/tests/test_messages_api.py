@@ -1,4 +1,7 @@
 """The /api/messages endpoints: statuses, headers and JSON shapes."""
+import itertools
+import time
+
 import pytest
 
 from models import Message
@@ -26,6 +29,19 @@ def test_post_message(client, token, rows, now):
     [row] = rows()
     assert row['source'] == 'hello *world*!'
     assert row['html'] == 'hello <em>world</em>!'
+
+
+def test_a_new_message_has_one_time(client, token, rows, monkeypatch):
+    """created_at and updated_at of a new message are one clock reading:
+    read twice, they differed whenever a second ended in between (here
+    every reading of the clock is a second later)."""
+    ticks = itertools.count(int(time.time()))
+    monkeypatch.setattr(time, 'time', lambda: next(ticks))
+    rv = client.post('/api/messages', {'source': 'tick'}, token=token())
+    assert rv.status == 201
+    assert rv.json['created_at'] == rv.json['updated_at']
+    [row] = rows()
+    assert row['created_at'] == row['updated_at']
 
 
 def test_post_keeps_unicode_and_markup_source(client, token):

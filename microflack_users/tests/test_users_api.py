@@ -1,5 +1,8 @@
 """The /api/users endpoints: statuses, headers, JSON shapes, filters,
 ordering and the pushes each write makes."""
+import itertools
+import time
+
 from werkzeug.security import check_password_hash
 
 from microflack_common.utils import timestamp
@@ -42,6 +45,17 @@ def test_register(client, rows, pusher):
     assert row['password_hash'] != 'dog'
     assert check_password_hash(row['password_hash'], 'dog')
     assert pusher.pushes == [('User', rv.json)]
+
+
+def test_a_new_user_has_one_time(client, rows, monkeypatch):
+    """A new user's three times are one clock reading (here every reading
+    of the clock is a second later)."""
+    ticks = itertools.count(int(time.time()))
+    monkeypatch.setattr(time, 'time', lambda: next(ticks))
+    rv = client.post('/api/users', {'nickname': 'tick', 'password': 'dog'})
+    assert rv.status == 201
+    assert rv.json['created_at'] == rv.json['updated_at'] == \
+        rv.json['last_seen_at']
 
 
 def test_register_strips_the_nickname_and_keeps_unicode(client):
