@@ -182,6 +182,37 @@ def test_start_twice_then_stop(lb_env, etcd, backends):
     assert mflb(lb_env, 'reload').returncode == 1
 
 
+def test_every_writer_appends_to_the_log(lb_env, etcd):
+    """HAProxy's lines and the watcher's share lb.log (issue 15, finding
+    9): HAProxy made its output non-blocking, which dropped O_APPEND, and
+    wrote its lines at its own offset, over those the watcher appended."""
+    port = int(lb_env['LB_PORT'])
+    log = Path(lb_env['MF_HOME'], 'logs', 'lb.log')
+    http = urllib3.PoolManager(retries=False)
+    rounds = range(6)
+    try:
+        assert mflb(lb_env, 'start').returncode == 0
+        wait_for_port(port)
+        def logged(text):
+            return wait_until(lambda: text in log.read_text(), 5) is not None
+        for n in rounds:
+            # The watcher warns about a malformed entry...
+            etcd.set(f'/services/broken{n}/location', 'not a path')
+            assert logged(f'/services/broken{n}/location')
+            # ... and HAProxy logs a request nothing routes (a 503).
+            assert http.request('GET', f'http://127.0.0.1:{port}/nowhere{n}',
+                                headers={'Connection': 'close'}).status == 503
+            assert logged(f'"GET /nowhere{n} HTTP/1.1"')
+        text = log.read_text()
+        for n in rounds:
+            assert f'/services/broken{n}/location' in text, text
+            assert f'"GET /nowhere{n} HTTP/1.1"' in text, text
+    finally:
+        mflb(lb_env, 'stop')
+        for n in rounds:
+            etcd.delete(f'/services/broken{n}', recursive=True)
+
+
 def test_start_fails_cleanly_when_the_port_is_taken(lb_env):
     with socket.socket() as taken:
         taken.bind(('127.0.0.1', 0))
