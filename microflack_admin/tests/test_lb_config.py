@@ -16,6 +16,7 @@ from lb_config import (
     parse_address,
     render,
     server_definitions,
+    stale_servers,
 )
 
 from conftest import need_binary, wait_until
@@ -380,6 +381,32 @@ srv_check_port srv_check_addr srv_agent_addr srv_agent_port
 4 b_backend 1 b_1 127.0.0.1 0 0 1 1 5 8 2 0 6 0 0 0 - 5003 - 0 0 - - 0
 
 '''
+
+
+def test_stale_servers_compares_what_haproxy_runs(settings):
+    """What HAProxy runs (STATE: a_1, a_2 and b_1, weight 1) against a
+    configuration: a server missing, one too many, another port or
+    another weight each count; the same servers, none."""
+    def config(upstream, weights=None):
+        tree = {'a': {'location': '/a', 'upstream': upstream},
+                'b': {'location': '/b',
+                      'upstream': {'b_1': '127.0.0.1:5003'}}}
+        if weights:
+            tree['a']['weight'] = weights
+        return render(tree, settings).text
+    same = {'a_1': '127.0.0.1:5001', 'a_2': '127.0.0.1:5002'}
+    assert stale_servers(config(same), STATE) == []
+    assert stale_servers(config({'a_1': '127.0.0.1:5001'}), STATE) == [
+        ('a_backend', 'a_2')]
+    assert stale_servers(config({**same, 'a_3': '127.0.0.1:5009'}),
+                         STATE) == [('a_backend', 'a_3')]
+    assert stale_servers(config({**same, 'a_2': '127.0.0.1:6002'}),
+                         STATE) == [('a_backend', 'a_2')]
+    assert stale_servers(config(same, {'a_1': '100'}), STATE) == [
+        ('a_backend', 'a_1')]
+    # A state HAProxy did not write: every server of the text is stale.
+    assert stale_servers(config(same), 'garbage') == [
+        ('a_backend', 'a_1'), ('a_backend', 'a_2'), ('b_backend', 'b_1')]
 
 
 def test_server_state_is_kept_only_for_unchanged_servers(settings):

@@ -1,14 +1,18 @@
 """The load balancer's watcher (tools/lb_watcher.py) with a real etcd, a
 real HAProxy in master-worker mode and real HTTP backends, all on
 127.0.0.1."""
+import random
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import urllib3
-from lb_watcher import Watcher
+from lb_watcher import REJOIN_GRACE, Watcher
 
 from conftest import Etcd, wait_until
 from microflack_common.etcd_client import EtcdEventIndexCleared, EtcdTimeout
@@ -186,7 +190,7 @@ def test_request_in_flight_survives_a_reload(lb, etcd, backends):
                       5) is not None
     assert lb.reloads() > reloads
     thread.join(10)
-    assert result == {'status': 200, 'body': 'slow_1 GET /slow\n'}
+    assert result == {'status': 200, 'body': 'slow_1 GET /slow\n'}, lb.logs()
 
 
 def test_malformed_entry_is_skipped(lb, etcd, backends):
@@ -241,6 +245,78 @@ def test_a_burst_of_changes_makes_few_reloads(lb, etcd, backends):
     assert lb.reloads() - reloads <= 2
 
 
+# Quick add-then-remove trials (issue 15, finding 1) and how long HAProxy
+# may take to serve what the registry says after the last change.
+FLAP_TRIALS = 20
+CONVERGE_S = 2.5
+
+
+def test_haproxy_serves_what_the_registry_says_after_quick_changes(
+        lb, etcd, backends):
+    """An upstream added, then removed 50-250 ms later, under load: the
+    second reload signal could reach HAProxy's master while it was still
+    reloading for the first, and was lost (signals coalesce), leaving
+    HAProxy on the intermediate configuration with no end. After every
+    trial, the running servers (HAProxy's own state, not the file) must
+    equal the registry's within a bounded time."""
+    stable, flapping = backends('users_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', stable)
+    assert wait_until(lambda: set(lb.server_states()) == {
+        ('users_backend', 'users_1')}, 5) is not None
+    rng = random.Random(15)
+    converged = []
+    with SteadyClient(lb, '/api/users'):
+        for _ in range(FLAP_TRIALS):
+            etcd.set(f'/services/users/upstream/{flapping.name}',
+                     flapping.address, ttl=50)
+            time.sleep(rng.uniform(0.05, 0.25))
+            etcd.delete(f'/services/users/upstream/{flapping.name}')
+            converged.append(wait_until(lambda: set(lb.server_states()) == {
+                ('users_backend', 'users_1')}, CONVERGE_S))
+    stale = [n for n, seconds in enumerate(converged) if seconds is None]
+    assert not stale, f'still stale after trials {stale}:\n{lb.logs()[-3000:]}'
+
+
+# A process that looks like HAProxy's master to the watcher and swallows
+# its reload signals.
+DECOY_MASTER = ('import signal, time; '
+                'signal.signal(signal.SIGUSR2, signal.SIG_IGN); time.sleep(60)')
+
+
+def test_a_reload_that_did_not_take_is_sent_again(lb, etcd, backends):
+    """A reload signal that never reached HAProxy (as one lost while the
+    master was still reloading): the configuration file names the new
+    server, HAProxy does not. The watcher compared only its text with what
+    it wrote before, so HAProxy stayed there with no end; it now sees what
+    HAProxy runs, and sends the reload again."""
+    first, second = backends('users_1'), backends('users_2')
+    register(etcd, 'users', '/api/users', first)
+    assert wait_until(lambda: set(lb.server_states()) == {
+        ('users_backend', 'users_1')}, 5) is not None
+    master = lb.master_pid_file.read_text()
+    decoy = subprocess.Popen([sys.executable, '-c', DECOY_MASTER,
+                              'haproxy-decoy'])
+    try:
+        assert wait_until(lambda: b'haproxy-decoy' in Path(
+            f'/proc/{decoy.pid}/cmdline').read_bytes(), 5) is not None
+        time.sleep(0.2)     # its handler is in place
+        lb.master_pid_file.write_text(f'{decoy.pid}\n')
+        register(etcd, 'users', '/api/users', second)
+        assert wait_until(lambda: 'users_2' in lb.config.read_text(),
+                          5) is not None
+        lb.master_pid_file.write_text(master)
+    finally:
+        decoy.kill()
+        decoy.wait()
+    assert wait_until(lambda: set(lb.server_states()) == {
+        ('users_backend', 'users_1'), ('users_backend', 'users_2')},
+        CONVERGE_S) is not None, lb.logs()[-3000:]
+    assert 'users_backend/users_2): reloading again' in \
+        lb.watcher_log.read_text()
+    assert wait_until(lambda: 'HAProxy serves the configuration now' in
+                      lb.watcher_log.read_text(), 2) is not None
+
+
 def test_sighup_forces_a_reload(lb):
     reloads = lb.reloads()
     lb.watcher.send_signal(signal.SIGHUP)
@@ -275,6 +351,73 @@ def test_etcd_outage_keeps_the_running_config(make_lb, backends, tmp_path):
         assert wait_until(lambda: lb.routed_to('/api/tokens', 'tokens_1'),
                           5) is not None, lb.logs()
         assert 'registry available again' in lb.watcher_log.read_text()
+    finally:
+        server.stop()
+
+
+def test_servers_stay_while_they_register_again_after_an_outage(
+        make_lb, backends, tmp_path):
+    """etcd down for longer than the upstream keys' TTL (issue 15, finding
+    2): when it returns, every key has expired at once while the instances
+    still serve, and they register again a moment later. The load balancer
+    emptied the service meanwhile (503 for every request); it now keeps
+    the servers it had for a grace after the outage."""
+    from microflack_common.etcd_client import EtcdClient
+    server = Etcd(tmp_path / 'etcd').start()
+    try:
+        etcd = EtcdClient([server.url])
+        lb = make_lb(server.url, ['--max-backoff', '0.5'])
+        users = backends('users_1')
+        etcd.set('/services/users/location', '/api/users')
+        etcd.set('/services/users/upstream/users_1', users.address, ttl=2)
+        assert wait_until(lambda: lb.routed_to('/api/users', 'users_1'),
+                          5) is not None
+        with SteadyClient(lb, '/api/users') as client:
+            server.stop()
+            time.sleep(3)       # the key's TTL runs out while etcd is down
+            server.start()
+            assert wait_until(lambda: 'registry available again' in
+                              lb.watcher_log.read_text(), 10) is not None
+            assert wait_until(lambda: not etcd.get(
+                '/services/users').to_dict().get('upstream'), 5) is not None
+            time.sleep(1.5)     # the instance registers again
+            etcd.set('/services/users/upstream/users_1', users.address,
+                     ttl=50)
+            time.sleep(1)
+        assert client.failures == [], lb.logs()[-3000:]
+        assert client.counts.get('users_1', 0) > 10
+        assert 'missing from the registry' in lb.watcher_log.read_text()
+    finally:
+        server.stop()
+
+
+def test_a_server_gone_for_good_leaves_after_the_grace(make_lb, backends,
+                                                       tmp_path):
+    """The grace after an outage holds a missing server only so long: one
+    that does not register again leaves the configuration when it ends."""
+    from microflack_common.etcd_client import EtcdClient
+    server = Etcd(tmp_path / 'etcd').start()
+    try:
+        etcd = EtcdClient([server.url])
+        lb = make_lb(server.url, ['--max-backoff', '0.5'])
+        register(etcd, 'users', '/api/users', backends('users_1'),
+                 backends('users_2'))
+        assert wait_until(lambda: lb.config.read_text().count(
+            'server users_') == 2, 5) is not None
+        server.stop()
+        assert wait_until(lambda: 'registry unavailable' in
+                          lb.watcher_log.read_text(), 5) is not None
+        server.start()
+        etcd.delete('/services/users/upstream/users_2')
+        assert wait_until(lambda: 'registry available again' in
+                          lb.watcher_log.read_text(), 10) is not None
+        time.sleep(1)
+        assert 'server users_2 ' in lb.config.read_text()
+        assert wait_until(lambda: 'server users_2 ' not in
+                          lb.config.read_text(), REJOIN_GRACE + 2) \
+            is not None
+        assert wait_until(lambda: set(lb.server_states()) == {
+            ('users_backend', 'users_1')}, CONVERGE_S) is not None
     finally:
         server.stop()
 

@@ -385,6 +385,49 @@ def server_definitions(text):
     return servers
 
 
+def _parse_state(state):
+    """The lines of ``show servers state`` (or a state file) after its
+    version line, each with its row as a dict of the columns (None for the
+    column comment); None if it is not in the format HAProxy writes (1)."""
+    lines = state.splitlines()
+    if not lines or lines[0].strip() != '1':
+        return None
+    parsed, columns = [], []
+    for line in lines[1:]:
+        if line.startswith('#'):
+            columns = line[1:].split()
+            parsed.append((line, None))
+            continue
+        values = line.split()
+        if values and columns:
+            parsed.append((line, dict(zip(columns, values, strict=False))))
+    return parsed
+
+
+def server_state_rows(state):
+    """The servers of ``show servers state``, as dicts of its columns."""
+    return [row for _, row in _parse_state(state) or () if row is not None]
+
+
+def stale_servers(text, state):
+    """The servers in which what HAProxy runs (``show servers state``)
+    differs from the configuration ``text``: a server missing, one too
+    many, or with another port, address or weight. Sorted (backend,
+    server) pairs; empty when HAProxy serves exactly ``text``'s servers."""
+    expected = server_definitions(text)
+    running = {(row.get('be_name'), row.get('srv_name')): row
+               for row in server_state_rows(state)}
+    stale = set(expected) ^ set(running)
+    for key in set(expected) & set(running):
+        definition, row = expected[key], running[key]
+        weight = definition.split()[-1] if ' weight ' in f' {definition}' \
+            else '1'
+        if not _state_matches(row, definition) \
+                or row.get('srv_uweight') != weight:
+            stale.add(key)
+    return sorted(stale)
+
+
 def filter_server_state(state, old_text, new_text):
     """Keep the saved state (``show servers state``) of the servers whose
     definition the new configuration keeps unchanged.
@@ -394,20 +437,14 @@ def filter_server_state(state, old_text, new_text):
     it starts afresh from the new configuration.
     """
     old, new = server_definitions(old_text), server_definitions(new_text)
-    lines = state.splitlines()
-    if not lines or lines[0].strip() != '1':
+    parsed = _parse_state(state)
+    if parsed is None:
         return ''
-    kept = [lines[0]]
-    columns = []
-    for line in lines[1:]:
-        if line.startswith('#'):
-            columns = line[1:].split()
+    kept = ['1']
+    for line, row in parsed:
+        if row is None:
             kept.append(line)
             continue
-        values = line.split()
-        if not values or not columns:
-            continue
-        row = dict(zip(columns, values, strict=False))
         key = (row.get('be_name'), row.get('srv_name'))
         if key in new and old.get(key) == new[key] \
                 and _state_matches(row, new[key]):

@@ -5,8 +5,11 @@ It reads the registry's /services tree, renders haproxy.cfg from it
 ``haproxy -c``, saves the servers' states through the stats socket (so a
 server marked DOWN stays DOWN), replaces the configuration atomically and
 sends SIGUSR2 to the HAProxy master, which starts a new worker with the new
-configuration while the old one finishes its connections. Then it blocks in
-an etcd watch of /services until something changes (or a periodic resync).
+configuration while the old one finishes its connections. Then it checks
+what HAProxy runs (``show servers state``) against what it wrote, and sends
+the reload again if a signal did not take (see :meth:`Watcher.check_running`);
+then it blocks in an etcd watch of /services until something changes (or a
+periodic resync, which checks HAProxy again).
 
     lb_watcher.py --etcd URLS --config haproxy.cfg --settings settings.json
                   --master-pid-file haproxy.pid [--pid-file watcher.pid]
@@ -41,6 +44,24 @@ from microflack_common.etcd_client import (
 
 SERVICES_KEY = '/services'
 EMPTY_SERVER_STATE = '1\n'
+# HAProxy serves a new configuration a fraction of a second after the
+# reload signal. One that still serves another after this long (seconds)
+# did not take the signal (one that reaches the master while it is still
+# reloading can be lost: signals coalesce), and is sent another; the pause
+# doubles while reloads keep not taking (a configuration HAProxy accepts
+# but cannot start, say), up to RELOAD_GRACE_MAX.
+RELOAD_GRACE = 1.0
+RELOAD_GRACE_MAX = 30.0
+# How often the watcher looks again while HAProxy does not serve what it
+# should yet (seconds).
+RECHECK_INTERVAL = 0.2
+# etcd keeps counting the upstream keys' TTLs while it is down (or while
+# the instances cannot reach it): after an outage longer than the TTL,
+# every key expires at once while the instances still serve, and they
+# register again a second or two after etcd's return. For this long
+# (seconds) after an outage, servers missing from the registry stay in
+# HAProxy; a dead one fails its health checks meanwhile.
+REJOIN_GRACE = 5.0
 
 logger = logging.getLogger('lb_watcher')
 
@@ -67,9 +88,13 @@ class Watcher:
         except OSError:
             self.current_text = ''
         self.reloads = 0
+        self._reloaded_at = float('-inf')     # when the last signal went
+        self._reloads_again = 0               # signals sent again in a row
         self._rejected_text = None
         self._known_warnings = set()
         self._etcd_down = False
+        self._rejoin_until = 0.0        # the grace after an outage ends
+        self._applied_tree = None       # the registry as last applied
         self._backoff = 0.0
         self._stopping = False
         self._force = False
@@ -99,7 +124,25 @@ class Watcher:
         if self._etcd_down:
             logger.info('registry available again')
             self._etcd_down = False
+            self._rejoin_until = time.monotonic() + REJOIN_GRACE
         self._backoff = 0.0
+
+    def rejoin_seconds(self):
+        """Seconds left of the grace after an outage (0 outside it)."""
+        return max(0.0, self._rejoin_until - time.monotonic())
+
+    def with_missing_servers(self, tree):
+        """``tree`` plus the upstreams of the registry as last applied
+        that it lacks, during the grace after an outage (see
+        REJOIN_GRACE); ``tree`` itself otherwise."""
+        if not self.rejoin_seconds() or not self._applied_tree:
+            return tree
+        merged, kept = _merge_upstreams(tree, self._applied_tree)
+        if kept:
+            logger.info('keeping %s, missing from the registry, for %.0f s '
+                        'after its outage (instances register again)',
+                        _names(kept), self.rejoin_seconds())
+        return merged
 
     # -- the configuration ---------------------------------------------
 
@@ -155,6 +198,10 @@ class Watcher:
     def apply(self, tree, force=False):
         """Render; if the text changed (or ``force``), put it in place and
         reload HAProxy. Returns True when HAProxy was told to reload."""
+        applied = tree
+        tree = self.with_missing_servers(tree)
+        if tree is applied:
+            self._applied_tree = tree
         text = self.render(tree)
         if text == self.current_text and not force:
             return False
@@ -225,8 +272,39 @@ class Watcher:
                            'configuration applies when it starts', pid)
             return False
         self.reloads += 1
+        self._reloaded_at = time.monotonic()
         logger.info('HAProxy master %s reloading', pid)
         return True
+
+    def check_running(self):
+        """Compare the servers HAProxy runs (its own state, through the
+        stats socket) with the configuration written last, and send the
+        reload again when, RELOAD_GRACE seconds after the last signal, they
+        still differ. True when HAProxy serves the configuration, False
+        when not yet, None when HAProxy does not answer (it reads the file
+        when it starts)."""
+        state = self.dump_server_state()
+        if state is None:
+            return None
+        stale = lb_config.stale_servers(self.current_text, state)
+        if not stale:
+            if self._reloads_again:
+                logger.info('HAProxy serves the configuration now (%s), '
+                            'after %d more reload(s)',
+                            _summary(self.current_text), self._reloads_again)
+                self._reloads_again = 0
+            return True
+        waited = time.monotonic() - self._reloaded_at
+        grace = min(RELOAD_GRACE * 2 ** self._reloads_again, RELOAD_GRACE_MAX)
+        if waited >= grace:
+            logger.warning(
+                'HAProxy does not serve the configuration %s after the '
+                'last reload (servers differing: %s): reloading again',
+                'since the watcher started' if waited == float('inf')
+                else f'{waited:.1f} s', _names(stale))
+            if self.reload_haproxy():
+                self._reloads_again += 1
+        return False
 
     # -- the loop ------------------------------------------------------
 
@@ -255,12 +333,13 @@ class Watcher:
         finally:
             self._waiting = False
 
-    def wait_for_change(self, index):
-        """Block until /services changes after ``index``, a resync is due,
-        or a signal arrives."""
+    def wait_for_change(self, index, timeout=None):
+        """Block until /services changes after ``index``, a resync is due
+        (after ``timeout`` seconds, the watch timeout by default), or a
+        signal arrives."""
         try:
             self._wait(self.etcd.watch, SERVICES_KEY, index + 1,
-                       self.watch_timeout)
+                       timeout or self.watch_timeout)
         except EtcdTimeout:
             return
         except EtcdEventIndexCleared:
@@ -293,7 +372,15 @@ class Watcher:
             try:
                 index = self.run_once()
                 if index is not None:
-                    self.wait_for_change(index)
+                    # Until HAProxy serves what the registry says, look
+                    # again soon (a reload may not have taken).
+                    serving = self.check_running()
+                    timeout = RECHECK_INTERVAL if serving is False \
+                        else self.watch_timeout
+                    # Read everything again when an outage's grace ends.
+                    if self.rejoin_seconds():
+                        timeout = min(timeout, self.rejoin_seconds() + 0.05)
+                    self.wait_for_change(index, timeout)
             except Wakeup:
                 pass
         logger.info('stopped')
@@ -319,6 +406,37 @@ def _summary(text):
     servers = sum(1 for line in text.splitlines()
                   if line.lstrip().startswith('server '))
     return f'{backends} backend(s), {servers} server(s)'
+
+
+def _merge_upstreams(tree, previous):
+    """(``tree`` with the upstreams of ``previous`` it lacks, those added
+    as (backend, server) pairs). A service gone altogether comes back with
+    its location and backend options too."""
+    merged, kept = dict(tree), []
+    for name, entry in previous.items():
+        old_upstream = entry.get('upstream') if isinstance(entry, dict) \
+            else None
+        if not isinstance(old_upstream, dict):
+            continue
+        current = merged.get(name)
+        if not isinstance(current, dict):
+            current = {key: value for key, value in entry.items()
+                       if key != 'upstream'}
+        upstream = current.get('upstream')
+        upstream = dict(upstream) if isinstance(upstream, dict) else {}
+        for instance, address in old_upstream.items():
+            if instance not in upstream:
+                upstream[instance] = address
+                kept.append((f'{name}_backend', instance))
+        merged[name] = {**current, 'upstream': upstream}
+    return merged, sorted(kept)
+
+
+def _names(servers, most=5):
+    """backend/server, ... of some (backend, server) pairs."""
+    names = [f'{backend}/{server}' for backend, server in servers]
+    more = f' and {len(names) - most} more' if len(names) > most else ''
+    return ', '.join(names[:most]) + more
 
 
 def _write_atomically(path, text):
