@@ -134,6 +134,57 @@ def test_registration_from_config_requires_address(etcd):
         registration_from_config(etcd, {'SERVICE_ADDRESS': None})
 
 
+def test_registers_a_moment_after_etcd_answers_again(fake_etcd):
+    """While etcd is down the instance keeps trying, often: it is in the
+    registry well under a second after etcd answers (it tried every 2 s)."""
+    fake_etcd.down = True
+    registration = Registration(
+        fake_etcd, 'users', 'users_1', '127.0.0.1:5001', '/api/users')
+    registration.start()
+    try:
+        time.sleep(1.1)
+        assert registration.upstream_key not in fake_etcd.keys
+        fake_etcd.down = False
+        back = time.monotonic()
+        while registration.upstream_key not in fake_etcd.keys:
+            assert time.monotonic() - back < 0.5, 'not registered again'
+            time.sleep(0.01)
+    finally:
+        registration.stop()
+
+
+def test_an_outage_longer_than_the_ttl_empties_the_registry_briefly(
+        tmp_path):
+    """A real etcd stopped for longer than the TTL: every registration
+    expires when it is back, and the instance is in again within a second
+    of etcd answering, and stays."""
+    from microflack_common.testing import EtcdServer
+    server = EtcdServer(tmp_path / 'etcd').start()
+    etcd = EtcdClient(server.url, timeout=0.5)
+    registration = Registration(
+        etcd, 'users', 'users_1', '127.0.0.1:5001', '/api/users',
+        ttl=4, refresh=3)
+    registration.start()
+    try:
+        deadline = time.monotonic() + 5
+        while etcd.get_value(registration.upstream_key) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        server.stop()
+        time.sleep(4.5)
+        server.start()
+        answered = time.monotonic()
+        missing_after = []
+        while time.monotonic() - answered < 4:
+            if etcd.get_value(registration.upstream_key) is None:
+                missing_after.append(round(time.monotonic() - answered, 2))
+            time.sleep(0.05)
+        assert all(seconds < 1 for seconds in missing_after), missing_after
+    finally:
+        registration.stop()
+        server.stop()
+
+
 def test_sigterm_deregisters(etcd, etcd_url, tmp_path):
     script = tmp_path / 'instance.py'
     script.write_text(textwrap.dedent(f'''

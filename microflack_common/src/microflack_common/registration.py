@@ -10,17 +10,27 @@ The upstream key carries a TTL (50 s by default) and is refreshed every
 15 s, so an instance that dies without a word leaves the registry on its
 own. :meth:`Registration.stop` deletes the key at once; installing
 :meth:`Registration.stop_on_sigterm` does that when the process gets SIGTERM.
+
+While etcd cannot be reached the instance tries again every
+``RETRY_INTERVAL`` seconds, so that it is back in the registry a moment
+after etcd answers again: an outage longer than the TTL expires every
+registration at once, and the load balancer holds the last servers only
+for a short grace (``microflack_admin/tools/lb_watcher.py``).
 """
 import logging
 import re
 import signal
 import threading
+import time
 
 from .etcd_client import EtcdError, EtcdKeyNotFound
 
 logger = logging.getLogger(__name__)
 
 SERVICES_PREFIX = '/services'
+# Seconds between attempts while etcd does not answer. An attempt on a
+# stopped etcd is refused at once, so trying often costs nothing.
+RETRY_INTERVAL = 0.25
 # The same rules as the load balancer's, which skips anything else.
 SERVICE_PATTERN = re.compile(r'^[a-z][a-z0-9_-]{0,31}\Z')
 INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
@@ -97,7 +107,7 @@ class Registration:
         return self
 
     def _run(self):
-        delay = 0
+        delay, unreachable_since = 0, None
         while not self._stopped.wait(delay):
             try:
                 if self._registered:
@@ -106,12 +116,20 @@ class Registration:
                     self.register()
                     logger.info('registered %s at %s as %s', self.instance,
                                 self.address, self.location)
+                if unreachable_since is not None:
+                    logger.info('the registry answers again after %.1f s',
+                                time.monotonic() - unreachable_since)
+                    unreachable_since = None
                 delay = self.refresh
             except EtcdError as exc:
-                logger.warning('cannot reach the registry (%s); retrying',
-                               exc)
+                # Once per outage: the attempts are many.
+                if unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                    logger.warning('cannot reach the registry (%s); trying '
+                                   'again every %s s', exc,
+                                   min(self.refresh, RETRY_INTERVAL))
                 self._registered = False
-                delay = min(self.refresh, 2)
+                delay = min(self.refresh, RETRY_INTERVAL)
 
     def stop(self):
         """Stop refreshing and remove this instance's upstream key."""
