@@ -5,7 +5,7 @@ from flask import Blueprint, abort, current_app, jsonify
 from sqlalchemy import bindparam, select
 
 from microflack_common.auth import current_user_id, token_auth, token_optional_auth
-from microflack_common.database import PreparedRead
+from microflack_common.database import PreparedRead, retry_on_lost_connection
 from microflack_common.paging import Page, page_request, page_statements, wants_page
 from microflack_common.utils import timestamp
 from microflack_common.validation import int_arg, json_object, string_field
@@ -50,6 +50,7 @@ def get_message_or_404(message_id):
 
 
 @messages.route('', methods=['POST'])
+@retry_on_lost_connection
 @token_auth.login_required
 def new_message():
     """Post a message: stored rendered, its links expanded afterwards."""
@@ -67,6 +68,7 @@ def new_message():
 
 
 @messages.route('', methods=['GET'])
+@retry_on_lost_connection
 @token_optional_auth.login_required
 def get_messages():
     """A page of messages when the request asks for one (see
@@ -104,12 +106,14 @@ def messages_page():
 
 
 @messages.route('/<int:message_id>', methods=['GET'])
+@retry_on_lost_connection
 @token_optional_auth.login_required
 def get_message(message_id):
     return jsonify(get_message_or_404(message_id).to_dict())
 
 
 @messages.route('/<int:message_id>', methods=['PUT'])
+@retry_on_lost_connection
 @token_auth.login_required
 def edit_message(message_id):
     """Replace the source of one's own message; it is rendered again and

@@ -13,6 +13,7 @@ from microflack_common.auth import (
     token_optional_auth,
     unauthorized,
 )
+from microflack_common.database import retry_on_lost_connection
 from microflack_common.paging import Page, page_request, page_statement, wants_page
 from microflack_common.validation import (
     MAX_INT,
@@ -84,6 +85,7 @@ def record_token_use(claims):
 
 
 @users.route('', methods=['POST'])
+@retry_on_lost_connection
 def new_user():
     data = json_object()
     nickname = nickname_field(data)
@@ -97,6 +99,7 @@ def new_user():
 
 
 @users.route('', methods=['GET'])
+@retry_on_lost_connection
 @token_optional_auth.login_required
 def get_users():
     """Some users by id (``ids``), a page of users when the request asks
@@ -158,12 +161,14 @@ def id_list(name, max_count):
 
 
 @users.route('/<int:user_id>', methods=['GET'])
+@retry_on_lost_connection
 @token_optional_auth.login_required
 def get_user(user_id):
     return get_user_or_404(user_id).to_dict()
 
 
 @users.route('/<int:user_id>', methods=['PUT'])
+@retry_on_lost_connection
 @token_auth.login_required
 def edit_user(user_id):
     user = get_user_or_404(user_id)
@@ -183,6 +188,7 @@ def edit_user(user_id):
 
 
 @users.route('/me', methods=['GET'])
+@retry_on_lost_connection
 @basic_auth.login_required
 def log_in():
     """The tokens service relays logins here: check the credentials, mark
@@ -194,6 +200,7 @@ def log_in():
 
 
 @users.route('/me', methods=['PUT'])
+@retry_on_lost_connection
 @token_auth.login_required
 def ping():
     # record_token_use has marked the user seen and online already; this
@@ -203,6 +210,7 @@ def ping():
 
 
 @users.route('/me', methods=['DELETE'])
+@retry_on_lost_connection
 @token_auth.login_required
 def sign_off():
     user = token_user()

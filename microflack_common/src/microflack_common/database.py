@@ -16,16 +16,34 @@ autocommit connections: a connection in a transaction would end every read
 with a ROLLBACK, one more round trip to the server than the SELECT itself.
 It is a bare pool of DBAPI connections: those reads need nothing else of
 an engine.
+
+A connection can also be lost in use: the server restarts, or an operator
+kills it. A statement that fails so is run again on a fresh connection
+where nothing can happen twice: a read of ``PreparedRead`` at once, a view
+decorated with :func:`retry_on_lost_connection` as a whole when no COMMIT
+was sent during it. Otherwise (and when the database cannot be reached at
+all) the client gets 503 with ``Retry-After``, as JSON; the load balancer
+sends an idempotent request that got a 503 to another instance.
 """
+import functools
+import logging
 import time
 
-from flask import current_app
+from flask import current_app, g, has_app_context
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import QueuePool
+from werkzeug.exceptions import ServiceUnavailable
+
+from .errors import http_error, unexpected_error
+
+logger = logging.getLogger(__name__)
 
 # Connections older than this (seconds) are replaced at their next checkout.
 POOL_RECYCLE = 3600
+# What a client is told to wait before trying again when the database
+# cannot answer (seconds).
+RETRY_AFTER = 1
 LOOPBACK_HOSTS = ('127.0.0.1', 'localhost', '::1')
 
 
@@ -65,6 +83,76 @@ def init_database(app, db):
             ping_idle_connections(pool, engine.dialect,
                                   app.config['DB_PING_AFTER_IDLE'])
     app.extensions['microflack_reads'] = (reads, engine)
+    event.listen(engine, 'commit', note_commit)
+    app.register_error_handler(exc.DBAPIError, database_error)
+    # Registered after Flask-SQLAlchemy's, so it runs first (teardowns run
+    # in reverse order): the session that one closes has no transaction
+    # left whose rollback could fail on a lost connection.
+    app.teardown_appcontext(end_session_quietly)
+
+
+def is_lost_connection(error):
+    """True for a database error raised because the connection to the
+    server was lost (SQLAlchemy then invalidated it)."""
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
+def note_commit(connection):
+    """Engine event, before a COMMIT is sent: from now on this request's
+    work may be stored, and running it again could store it twice."""
+    if has_app_context():
+        g.microflack_db_committed = True
+
+
+def end_session_quietly(error=None):
+    """Roll the request's session back, logging (not raising) a failure:
+    on a lost connection the rollback itself can fail, and an exception in
+    a teardown becomes the WSGI server's HTML error page."""
+    # The request's Session, not the scoped_session proxy: invalidate()
+    # is only on the Session.
+    session = current_app.extensions['sqlalchemy'].session()
+    try:
+        session.rollback()
+    except exc.SQLAlchemyError as rollback_error:
+        logger.warning('rollback failed (%s); the connection is dropped',
+                       getattr(rollback_error, 'orig', None) or rollback_error)
+        session.invalidate()
+
+
+def database_error(error):
+    """503 JSON with Retry-After when the database could not answer (a
+    lost connection, a server that cannot be reached, a lock timeout);
+    any other database error is a bug: 500 JSON."""
+    end_session_quietly()
+    if not (is_lost_connection(error)
+            or isinstance(error, exc.OperationalError)):
+        return unexpected_error(error)
+    logger.warning('database unavailable: %s', error.orig or error)
+    response = http_error(ServiceUnavailable(
+        'the database is unavailable, try again'))
+    response.headers['Retry-After'] = str(RETRY_AFTER)
+    return response
+
+
+def retry_on_lost_connection(view):
+    """Run a view once more, on a fresh connection, when the database
+    connection was lost under it and no COMMIT was sent: the first run then
+    stored nothing. Put it above the authentication decorators, whose
+    callbacks may read the database too."""
+
+    @functools.wraps(view)
+    def run(*args, **kwargs):
+        g.microflack_db_committed = False
+        try:
+            return view(*args, **kwargs)
+        except exc.DBAPIError as error:
+            if not is_lost_connection(error) or g.microflack_db_committed:
+                raise
+            logger.warning('database connection lost (%s); running %s '
+                           'again on a new one', error.orig, view.__name__)
+            end_session_quietly()
+        return view(*args, **kwargs)
+    return run
 
 
 def autocommit_pool(engine, connect_args=None):
@@ -131,19 +219,41 @@ class PreparedRead:
             params = {**own_params, **params}
         if names is not None:
             params = [params[name] for name in names]
-        connection = pool.connect()
+        try:
+            return self._run(pool, dialect, sql, params)
+        except exc.DBAPIError as error:
+            if not is_lost_connection(error):
+                raise
+            # A SELECT in autocommit: running it again changes nothing.
+            logger.warning('database connection lost (%s); reading again '
+                           'on a new one', error.orig)
+        return self._run(pool, dialect, sql, params)
+
+    @staticmethod
+    def _run(pool, dialect, sql, params):
+        """Execute on a pooled connection; a driver error comes out as
+        SQLAlchemy's (a lost connection invalidated), as from the ORM."""
+        try:
+            connection = pool.connect()
+        except dialect.loaded_dbapi.Error as error:
+            raise exc.DBAPIError.instance(
+                sql, params, error, dialect.loaded_dbapi.Error,
+                dialect=dialect) from error
+        cursor = None
         try:
             cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params)
-                return cursor.fetchall()
-            except dialect.loaded_dbapi.Error as error:
-                if dialect.is_disconnect(error, connection, cursor):
-                    connection.invalidate(error)
-                raise
-            finally:
-                cursor.close()
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+        except dialect.loaded_dbapi.Error as error:
+            lost = dialect.is_disconnect(error, connection, cursor)
+            if lost:
+                connection.invalidate(error)
+            raise exc.DBAPIError.instance(
+                sql, params, error, dialect.loaded_dbapi.Error,
+                connection_invalidated=lost, dialect=dialect) from error
         finally:
+            if cursor is not None:
+                cursor.close()
             connection.close()
 
     def scalars(self, **params):
