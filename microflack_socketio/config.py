@@ -41,6 +41,11 @@ class Config:
     # Sticky sessions: a client's polling and WebSocket requests must reach
     # the same instance.
     LB_ALGORITHM = common.env_str('LB_ALGORITHM', 'source')
+    # An eventlet worker holds thousands of connections (each WebSocket is
+    # one for its lifetime): no per-instance limit at the load balancer.
+    LB_SERVER_MAXCONN = common.env_int('LB_SERVER_MAXCONN', 0)
+    # A polling request waits up to the ping interval (25 s) for news.
+    LB_TIMEOUT_SERVER = common.env_int('LB_TIMEOUT_SERVER', 60)
     # Flask-SocketIO starts each connection's session from Flask's.
     COOKIE_SESSIONS = True
     CORS_ALLOWED_ORIGINS = allowed_origins(

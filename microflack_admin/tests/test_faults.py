@@ -5,6 +5,10 @@ databases), so that a fault cannot disturb the other tests; each test
 leaves it healthy for the next. Each fault is bounded in time.
 """
 import json
+import os
+import re
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -14,13 +18,16 @@ import pytest
 from mfplatform import MixedLoad, Platform, drop_test_databases, table_ids
 
 DB_PREFIX = 'mffault_'
+# Connections one client address may hold (the platform's setting here).
+CLIENT_MAXCONN = 150
 
 
 @pytest.fixture(scope='module')
 def faulty(tmp_path_factory):
     drop_test_databases(DB_PREFIX)
     platform = Platform(tmp_path_factory.mktemp('mffaults'),
-                        {'MF_DB_PREFIX': DB_PREFIX})
+                        {'MF_DB_PREFIX': DB_PREFIX,
+                         'LB_CLIENT_MAXCONN': str(CLIENT_MAXCONN)})
     try:
         platform.run('install/setup-all-in-one.sh', timeout=900)
         yield platform
@@ -97,3 +104,149 @@ def test_lost_database_connections_cost_no_get_and_no_500(faulty):
     assert set(messages.created) <= table_ids(f'{DB_PREFIX}messages',
                                               'messages')
     assert set(users.created) <= table_ids(f'{DB_PREFIX}users', 'users')
+
+
+def slow_post(port, path, token, stop, body_size=200, pause=1.0):
+    """A client that sends a POST's headers at once, then its body a byte
+    every ``pause`` seconds; returns the socket (closed at ``stop``)."""
+    sock = socket.create_connection(('127.0.0.1', port), timeout=30)
+    sock.sendall((f'POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+                  f'Authorization: Bearer {token}\r\n'
+                  f'Content-Type: application/json\r\n'
+                  f'Content-Length: {body_size}\r\n\r\n').encode())
+
+    def dribble():
+        try:
+            while not stop.wait(pause):
+                sock.sendall(b' ')
+        except OSError:
+            pass        # the load balancer gave up on it: as it should
+    threading.Thread(target=dribble, daemon=True).start()
+    return sock
+
+
+def test_slow_request_bodies_hold_no_instance(faulty):
+    """60 clients sending their POST bodies a byte a second, for longer
+    than the load balancer waits for a request: the other clients are
+    served as usual (the bodies wait in HAProxy, not in gunicorn's
+    threads), and the slow ones are answered 408 without reaching the
+    service."""
+    lb = faulty.lb
+    port = int(faulty.env['LB_PORT'])
+    token = faulty.user_with_token(f'slow{uuid.uuid4().hex[:8]}')
+    stop = threading.Event()
+    load = MixedLoad(
+        clients=3,
+        get=lambda s: s.get(f'{lb}/api/messages?limit=20',
+                            headers=bearer(token), timeout=15),
+        post=lambda s: s.post(f'{lb}/api/messages', headers=bearer(token),
+                              json={'source': 'beside slow clients'},
+                              timeout=15))
+    slow = [slow_post(port, '/api/messages', token, stop) for _ in range(60)]
+    try:
+        with load:
+            time.sleep(8)
+        answers = []
+        for sock in slow:
+            sock.settimeout(10)
+            try:
+                answers.append(sock.recv(200).split(b'\r\n', 1)[0])
+            except OSError as exc:
+                answers.append(repr(exc))
+    finally:
+        stop.set()
+        for sock in slow:
+            sock.close()
+    print(f'{load.requests} requests beside 60 slow bodies, '
+          f'{len(load.failures)} failed: {load.failures[:3]}')
+    assert load.requests > 100
+    assert load.failures == []
+    assert set(answers) == {b'HTTP/1.1 408 Request Time-out'}, answers[:5]
+
+
+def test_one_client_address_holds_at_most_client_maxconn(faulty):
+    """Past LB_CLIENT_MAXCONN open connections from one address, the next
+    is refused at once; once they close, that address is served again."""
+    port = int(faulty.env['LB_PORT'])
+    held = []
+    try:
+        for _ in range(CLIENT_MAXCONN):
+            held.append(socket.create_connection(('127.0.0.1', port),
+                                                 timeout=5))
+        time.sleep(0.2)
+        extra = socket.create_connection(('127.0.0.1', port), timeout=5)
+        try:
+            extra.sendall(b'GET /api/messages HTTP/1.1\r\nHost: x\r\n\r\n')
+            extra.settimeout(5)
+            refused = extra.recv(100) == b''
+        except OSError:
+            refused = True
+        finally:
+            extra.close()
+        assert refused, 'a connection past the limit was served'
+    finally:
+        for sock in held:
+            sock.close()
+    faulty.wait_for(lambda: faulty.http.get(
+        f'{faulty.lb}/api/messages?limit=1', timeout=5).status_code == 200,
+        what='served again')
+
+
+def instance_processes(platform, instance):
+    """The gunicorn master of a native instance and its workers."""
+    info = (platform.home / 'run' / 'instances' / f'{instance}.info').read_text()
+    master = int(re.search(r'^PID=(\d+)$', info, re.M).group(1))
+    workers = subprocess.run(['pgrep', '-P', str(master)],
+                             capture_output=True, text=True).stdout.split()
+    return [master, *map(int, workers)]
+
+
+def routed_servers(platform, backend):
+    return sorted(server for (proxy, server), row in platform.stats().items()
+                  if proxy == backend and server not in ('FRONTEND', 'BACKEND')
+                  and row['status'] == 'UP')
+
+
+def test_a_hung_instance_costs_no_get(faulty):
+    """One of two messages instances hangs (SIGSTOP) for 15 s under load:
+    no GET waits past 12 s or fails (the hung one is out after two failed
+    health checks, the requests it holds are ended and a GET among them
+    sent to the other; timeout_server bounds the wait before that); every
+    POST answered 201 is stored; it serves again once it resumes."""
+    lb = faulty.lb
+    second = faulty.run('mfrun', 'messages').stdout.split()[-1]
+    try:
+        faulty.wait_for(lambda: len(routed_servers(
+            faulty, 'messages_backend')) == 2, timeout=20, what='2 routed')
+        token = faulty.user_with_token(f'hung{uuid.uuid4().hex[:8]}')
+        load = MixedLoad(
+            clients=4,
+            # A client that gives up after 12 s: longer is a failure.
+            get=lambda s: s.get(f'{lb}/api/messages?limit=20',
+                                headers=bearer(token), timeout=12),
+            post=lambda s: s.post(f'{lb}/api/messages', headers=bearer(token),
+                                  json={'source': 'beside a hung one'},
+                                  timeout=30))
+        processes = instance_processes(faulty, second)
+        with load:
+            time.sleep(1)
+            for pid in processes:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(15)
+                assert routed_servers(faulty, 'messages_backend') == \
+                    [name for name in faulty.instances('messages')
+                     if name != second]
+            finally:
+                for pid in processes:
+                    os.kill(pid, signal.SIGCONT)
+            faulty.wait_for(lambda: len(routed_servers(
+                faulty, 'messages_backend')) == 2, timeout=20,
+                what='back in')
+            time.sleep(1)
+        print(f'{load.requests} requests, failed: {load.failures}')
+        assert [f for f in load.failures if f[0] == 'GET'] == []
+        assert set(load.created) <= table_ids(f'{DB_PREFIX}messages',
+                                              'messages')
+    finally:
+        faulty.run('mfkill', second, check=False)

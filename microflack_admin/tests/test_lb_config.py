@@ -130,11 +130,18 @@ def test_defaults(settings, haproxy_check):
                  'load-server-state-from-file global',
                  'option http-keep-alive', 'http-reuse never',
                  'timeout http-keep-alive 10s', 'log global',
-                 'option httplog', 'option dontlog-normal'):
+                 'option httplog', 'option dontlog-normal',
+                 'option http-buffer-request', 'timeout http-request 10s'):
         assert line in defaults
+    assert 'tune.bufsize 65536' in glob
+    for line in ('stick-table type ip size 100k expire 60s store conn_cur',
+                 'tcp-request connection track-sc0 src',
+                 'tcp-request connection reject if { sc0_conn_cur gt 500 }'):
+        assert line in frontend
     default_server = next(line for line in defaults
                           if line.startswith('default-server'))
-    for word in ('inter 1s', 'fastinter 500ms', 'fall 2', 'rise 1'):
+    for word in ('inter 1s', 'fastinter 500ms', 'fall 2', 'rise 1',
+                 'on-marked-down shutdown-sessions'):
         assert word in default_server
     assert 'http-request disable-l7-retry if !{ method GET HEAD OPTIONS ' \
         'PUT DELETE }' in frontend
@@ -172,15 +179,52 @@ def test_balance_algorithms(settings, algorithm):
 
 def test_unsupported_backend_options_are_skipped(settings, haproxy_check):
     tree = {'svc': dict(GOOD, backend={'balance': 'random; rm -rf',
-                                       'maxconn': '10',
+                                       'max-conn': '10',
                                        'http-request': 'deny'})}
     rendered = render(tree, settings)
     assert section(rendered.text, 'backend svc_backend') == [
         'balance roundrobin', 'server good_1 127.0.0.1:5001 check']
     assert len(rendered.warnings) == 3
     assert any('backend/balance' in w for w in rendered.warnings)
-    assert any('backend/maxconn' in w for w in rendered.warnings)
+    assert any('backend/max-conn' in w for w in rendered.warnings)
     haproxy_check(rendered.text)
+
+
+def test_maxconn_and_timeout_server_of_a_backend(settings, haproxy_check):
+    """What a service registers: each server gets at most maxconn
+    requests at once (the rest queue in HAProxy), and the backend waits
+    timeout_server seconds for an answer."""
+    tree = {'svc': dict(GOOD, backend={'maxconn': '8',
+                                       'timeout_server': '10'})}
+    rendered = render(tree, settings)
+    assert rendered.warnings == []
+    backend = section(rendered.text, 'backend svc_backend')
+    assert 'timeout server 10s' in backend
+    assert 'default-server maxconn 8' in backend
+    haproxy_check(rendered.text)
+
+
+@pytest.mark.parametrize('option, value', [
+    ('maxconn', '0'), ('maxconn', '10001'), ('maxconn', '-1'),
+    ('maxconn', '8 check'), ('maxconn', ''), ('maxconn', '٨'),
+    ('timeout_server', '0'), ('timeout_server', '10s'),
+    ('timeout_server', '3601'), ('timeout_server', '1e3'),
+])
+def test_bad_backend_option_values_are_ignored(settings, haproxy_check,
+                                                option, value):
+    rendered = render({'svc': dict(GOOD, backend={option: value})}, settings)
+    assert rendered.warnings and f'backend/{option}' in rendered.warnings[0]
+    backend = section(rendered.text, 'backend svc_backend')
+    assert not [line for line in backend if 'maxconn' in line
+                or line.startswith('timeout')]
+    haproxy_check(rendered.text)
+
+
+def test_client_maxconn(settings, haproxy_check):
+    text = render({}, replace(settings, client_maxconn=40)).text
+    assert 'tcp-request connection reject if { sc0_conn_cur gt 40 }' in \
+        section(text, 'frontend http')
+    haproxy_check(text)
 
 
 def test_service_without_upstream_keeps_its_route(settings, haproxy_check):
@@ -359,6 +403,8 @@ def test_good_addresses(address, expected):
     {'bind': '0.0.0.0 ssl'}, {'bind': 'localhost'}, {'bind': '::1'},
     {'port': 0}, {'port': 70000}, {'port': '80'}, {'port': True},
     {'threads': 0}, {'threads': 65}, {'threads': '2'}, {'threads': True},
+    {'client_maxconn': 0}, {'client_maxconn': 100001},
+    {'client_maxconn': '5'}, {'client_maxconn': True},
     {'stats_user': ''}, {'stats_user': 'a:b'}, {'stats_user': 'a b'},
     {'stats_password': ''}, {'stats_password': "it's"},
     {'stats_password': 'a b'}, {'stats_password': 'a\nb'},

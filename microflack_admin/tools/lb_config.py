@@ -6,7 +6,11 @@ and the load balancer's settings to the text of haproxy.cfg. Registry
 layout and routing rules: SPEC section 3::
 
     /services/<name>/location            URL prefix: /api/users, /, /socket.io
-    /services/<name>/backend/<option>    backend option (only ``balance``)
+    /services/<name>/backend/<option>    backend option: ``balance``,
+                                         ``maxconn`` (requests each server
+                                         is sent at once; more wait in
+                                         HAProxy's queue), ``timeout_server``
+                                         (seconds to wait for an answer)
     /services/<name>/upstream/<instance> host:port of one instance
     /services/<name>/weight/<instance>   optional server weight, 1-256
 
@@ -32,12 +36,19 @@ DEFAULT_BALANCE = 'roundrobin'
 MAX_THREADS = 64
 MAX_LOCATION_LENGTH = 200
 MIN_WEIGHT, MAX_WEIGHT = 1, 256
+# Backend options besides balance: their accepted range.
+MAXCONN_RANGE = (1, 10000)
+TIMEOUT_SERVER_RANGE = (1, 3600)        # seconds
+MAX_CLIENT_CONNECTIONS = 100000
 STATS_URI = '/stats'
 # Checks every second, every 0.5 s once one failed: two failures (at most
-# about 2 s) take a server out, one success brings it back. A name that
-# does not resolve leaves its server in maintenance instead of failing.
+# about 2 s) take a server out, one success brings it back; the requests
+# it still holds are then ended (a hung instance would hold them until
+# timeout server; an idempotent one is sent to another server). A name
+# that does not resolve leaves its server in maintenance instead of
+# failing.
 DEFAULT_SERVER = ('inter 1s fastinter 500ms downinter 1s fall 2 rise 1 '
-                  'init-addr libc,none')
+                  'on-marked-down shutdown-sessions init-addr libc,none')
 # Requests that may be sent again after a server got them (RFC 9110 9.2.2;
 # TRACE left out, nothing here answers it).
 IDEMPOTENT_METHODS = ('GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE')
@@ -67,6 +78,9 @@ class Settings:
     # to the Python workers', and on a small host a second thread competes
     # with them for the cores (measured: a quarter more CPU per request).
     threads: int = 1
+    # Connections one client address may hold open at once; more are
+    # refused. Enough for many browsers behind one NAT address.
+    client_maxconn: int = 500
 
     def __post_init__(self):
         try:
@@ -81,6 +95,11 @@ class Settings:
                 or not 1 <= self.threads <= MAX_THREADS:
             raise ValueError(f'threads {self.threads!r} is not in '
                              f'1-{MAX_THREADS}')
+        if isinstance(self.client_maxconn, bool) \
+                or not isinstance(self.client_maxconn, int) \
+                or not 1 <= self.client_maxconn <= MAX_CLIENT_CONNECTIONS:
+            raise ValueError(f'client_maxconn {self.client_maxconn!r} is not '
+                             f'in 1-{MAX_CLIENT_CONNECTIONS}')
         if not STATS_USER.fullmatch(self.stats_user or ''):
             raise ValueError('the stats user must be 1-64 characters among '
                              'letters, digits, ".", "_" and "-"')
@@ -114,6 +133,8 @@ class Service:
     name: str
     location: str
     balance: str = DEFAULT_BALANCE
+    maxconn: int | None = None
+    timeout_server: int | None = None
     servers: list = field(default_factory=list)
 
     @property
@@ -150,11 +171,16 @@ def parse_address(value):
     return host.lower(), int(port)
 
 
-def parse_weight(value):
+def parse_number(value, low, high):
+    """A decimal integer string in low-high -> int, else None."""
     if isinstance(value, str) and value.isascii() and value.isdigit() \
-            and len(value) <= 3 and MIN_WEIGHT <= int(value) <= MAX_WEIGHT:
+            and len(value) <= len(str(high)) and low <= int(value) <= high:
         return int(value)
     return None
+
+
+def parse_weight(value):
+    return parse_number(value, MIN_WEIGHT, MAX_WEIGHT)
 
 
 def normalize_location(value):
@@ -194,7 +220,16 @@ def _read_service(name, entry, warn):
         warn(f'{where}/backend: not a directory; ignored')
         backend = {}
     for option, value in sorted(backend.items()):
-        if option != 'balance':
+        if option in ('maxconn', 'timeout_server'):
+            low, high = MAXCONN_RANGE if option == 'maxconn' \
+                else TIMEOUT_SERVER_RANGE
+            number = parse_number(value, low, high)
+            if number is None:
+                warn(f'{where}/backend/{option}: invalid value {value!r} '
+                     f'(expected {low}-{high}); ignored')
+            else:
+                setattr(service, option, number)
+        elif option != 'balance':
             warn(f'{where}/backend/{option}: unsupported backend option; '
                  f'ignored')
         elif value not in BALANCE_ALGORITHMS:
@@ -277,6 +312,10 @@ global
     hard-stop-after 10m
     # To HAProxy's standard output, which mflb appends to the LB log.
     log stdout format raw local0
+    # Room for a whole request body (option http-buffer-request): a
+    # message of 10,000 characters is up to 40 kB of UTF-8. Buffers are
+    # taken only while a connection moves data.
+    tune.bufsize 65536
 
 defaults
     mode http
@@ -297,8 +336,14 @@ defaults
     # connection (with Connection: close) instead of closing it under the
     # client, which would fail a request sent at that moment.
     option idle-close-on-response
+    # A request reaches a server only once its body is here, so a client
+    # that sends it slowly holds no server thread; the headers and body
+    # must arrive within timeout http-request (else 408).
+    option http-buffer-request
     timeout connect 2s
     timeout client 60s
+    # Overridden by the timeout_server a service registers; an idempotent
+    # request that gets no answer in time is sent elsewhere.
     timeout server 60s
     timeout http-request 10s
     timeout http-keep-alive 10s
@@ -320,6 +365,10 @@ defaults
 
 frontend http
     bind {settings.bind}:{settings.port}
+    # At most client_maxconn connections at once from one client address.
+    stick-table type ip size 100k expire 60s store conn_cur
+    tcp-request connection track-sc0 src
+    tcp-request connection reject if {{ sc0_conn_cur gt {settings.client_maxconn} }}
     # Connection failures are always retried; a request that reached a
     # server is replayed only if its method is idempotent.
     http-request disable-l7-retry if !{{ method {methods} }}
@@ -360,6 +409,12 @@ def render(tree, settings):
         lines.append('')
         lines.append(f'backend {service.backend}')
         lines.append(f'    balance {service.balance}')
+        if service.timeout_server is not None:
+            lines.append(f'    timeout server {service.timeout_server}s')
+        if service.maxconn is not None:
+            lines.append('    # More requests than this per server wait in '
+                         'the queue (timeout queue).')
+            lines.append(f'    default-server maxconn {service.maxconn}')
         if not service.servers:
             lines.append('    # No usable instance: the backend stays, so its '
                          'paths answer 503')

@@ -129,6 +129,21 @@ def test_registration_rejects_bad_values(etcd, kwargs):
         Registration(etcd, **values)
 
 
+def test_backend_options_from_the_config():
+    from microflack_common.config import Config
+    from microflack_common.registration import backend_options
+    # gunicorn's 2 workers x 4 threads, unless the environment says.
+    assert Config.LB_SERVER_MAXCONN == 8
+    assert Config.LB_TIMEOUT_SERVER == 10
+    assert backend_options({'LB_ALGORITHM': 'roundrobin',
+                            'LB_SERVER_MAXCONN': 8,
+                            'LB_TIMEOUT_SERVER': 10}) == {
+        'balance': 'roundrobin', 'maxconn': '8', 'timeout_server': '10'}
+    assert backend_options({'LB_ALGORITHM': 'source', 'LB_SERVER_MAXCONN': 0,
+                            'LB_TIMEOUT_SERVER': 60}) == {
+        'balance': 'source', 'timeout_server': '60'}
+
+
 def test_registration_from_config_requires_address(etcd):
     with pytest.raises(RegistrationError, match='SERVICE_ADDRESS'):
         registration_from_config(etcd, {'SERVICE_ADDRESS': None})

@@ -23,6 +23,10 @@ def handshake(app, **headers):
 def test_registers_sticky_at_socket_io_path(app):
     assert app.config['SERVICE_URL'] == '/socket.io'
     assert app.config['LB_ALGORITHM'] == 'source'
+    # No per-instance limit (WebSockets stay connected), and room for a
+    # polling request that waits for news.
+    assert app.config['LB_SERVER_MAXCONN'] == 0
+    assert app.config['LB_TIMEOUT_SERVER'] == 60
     etcd = FakeEtcd()
     config = dict(app.config, SERVICE_ADDRESS='127.0.0.1:5005',
                   INSTANCE_NAME='socketio_1')

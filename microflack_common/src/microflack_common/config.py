@@ -60,6 +60,15 @@ class Config:
     INSTANCE_NAME = env_str('INSTANCE_NAME')
     HOST_IP_ADDRESS = env_str('HOST_IP_ADDRESS')
     LB_ALGORITHM = env_str('LB_ALGORITHM', 'roundrobin')
+    # Requests the load balancer sends one instance at once (0: no limit):
+    # gunicorn's workers x threads, so that a burst waits in HAProxy's
+    # queue instead of behind busy threads, where health checks would wait
+    # too. Registered as the backend's maxconn.
+    LB_SERVER_MAXCONN = env_int('LB_SERVER_MAXCONN', env_int(
+        'WEB_CONCURRENCY', 2) * env_int('GUNICORN_THREADS', 4))
+    # Seconds the load balancer waits for an instance's answer; a GET not
+    # answered in time (a hung instance) is sent to another instance.
+    LB_TIMEOUT_SERVER = env_int('LB_TIMEOUT_SERVER', 10)
 
     SECRET_KEY = env_str('SECRET_KEY')
     JWT_SECRET_KEY = env_str('JWT_SECRET_KEY')

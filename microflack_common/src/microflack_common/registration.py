@@ -160,6 +160,17 @@ class Registration:
         return handler
 
 
+def backend_options(config):
+    """The load balancer's options for this service's backend: balance,
+    timeout_server and, when the instance has a limit, maxconn."""
+    options = {'balance': config.get('LB_ALGORITHM') or 'roundrobin'}
+    if config.get('LB_TIMEOUT_SERVER'):
+        options['timeout_server'] = str(config['LB_TIMEOUT_SERVER'])
+    if config.get('LB_SERVER_MAXCONN'):
+        options['maxconn'] = str(config['LB_SERVER_MAXCONN'])
+    return options
+
+
 def registration_from_config(etcd, config):
     """Build the Registration an instance with this Flask config makes."""
     address = config.get('SERVICE_ADDRESS')
@@ -169,6 +180,5 @@ def registration_from_config(etcd, config):
     return Registration(
         etcd, config['SERVICE_NAME'], config['INSTANCE_NAME'], address,
         config['SERVICE_URL'],
-        backend_options={'balance': config.get('LB_ALGORITHM')
-                         or 'roundrobin'},
+        backend_options=backend_options(config),
         ttl=config['REGISTRATION_TTL'], refresh=config['REGISTRATION_REFRESH'])
