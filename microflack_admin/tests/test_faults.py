@@ -13,8 +13,10 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import requests
 from mfplatform import MixedLoad, Platform, drop_test_databases, table_ids
 
 DB_PREFIX = 'mffault_'
@@ -250,3 +252,68 @@ def test_a_hung_instance_costs_no_get(faulty):
                                               'messages')
     finally:
         faulty.run('mfkill', second, check=False)
+
+
+def stop_etcd(platform):
+    """Stop the platform's etcd; returns what restarts it."""
+    pid = int((platform.home / 'run' / 'etcd.pid').read_text())
+    command = (Path('/proc') / str(pid) / 'cmdline').read_bytes() \
+        .rstrip(b'\0').split(b'\0')
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while Path('/proc', str(pid)).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def start():
+        with open(platform.home / 'logs' / 'etcd.log', 'ab') as log:
+            process = subprocess.Popen(command, stdout=log, stderr=log,
+                                       stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
+        (platform.home / 'run' / 'etcd.pid').write_text(f'{process.pid}\n')
+
+        def answers():
+            try:
+                return platform.http.get(f'{platform.etcd}/v2/keys/',
+                                         timeout=1).ok
+            except requests.RequestException:
+                return False
+        platform.wait_for(answers, timeout=20, what='etcd answers')
+    return start
+
+
+def test_revoked_tokens_stay_refused_while_etcd_is_down(faulty):
+    """A token revoked before etcd stops is refused by every service (and
+    every worker of it) while etcd is down; a second token of the same
+    user, from the same second, stays valid."""
+    lb = faulty.lb
+    nickname = f'rev{uuid.uuid4().hex[:8]}'
+    valid = faulty.user_with_token(nickname)
+    response = faulty.http.post(f'{lb}/api/tokens', timeout=10,
+                                auth=(nickname, 'secret'))
+    revoked = response.json()['token']
+    assert revoked != valid
+    assert faulty.http.delete(f'{lb}/api/tokens', headers=bearer(revoked),
+                              timeout=10).status_code == 204
+    time.sleep(0.5)
+    start_etcd = stop_etcd(faulty)
+    try:
+        for _ in range(6):      # every worker of every instance, likely
+            for token, allowed in ((revoked, False), (valid, True)):
+                checks = [
+                    faulty.http.get(f'{lb}/api/tokens', headers=bearer(token),
+                                    timeout=10),
+                    faulty.http.post(f'{lb}/api/messages', timeout=10,
+                                     headers=bearer(token),
+                                     json={'source': 'during an outage'}),
+                    faulty.http.put(f'{lb}/api/users/me', timeout=10,
+                                    headers=bearer(token)),
+                ]
+                for check in checks:
+                    if allowed:
+                        assert check.status_code in (200, 201, 204), \
+                            (check.request.method, check.url, check.text)
+                    else:
+                        assert check.status_code == 401, \
+                            (check.request.method, check.url, check.text)
+    finally:
+        start_etcd()

@@ -225,3 +225,58 @@ def test_sigterm_deregisters(etcd, etcd_url, tmp_path):
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == -signal.SIGTERM
     assert etcd.get_value('/services/sig/upstream/sig_1') is None
+
+
+# -- the revocation mirror (issue 15, finding 8) ------------------------
+
+def revoked_soon(revocations, token, timeout=2):
+    deadline = time.monotonic() + timeout
+    while not revocations.is_revoked(token):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_mirror_sees_a_revocation_made_elsewhere(etcd_url):
+    """Two processes' lists: one revokes, the other refuses the token as
+    soon as etcd tells its watch, without asking etcd per token."""
+    from microflack_common.revocation import RevocationList
+    here = RevocationList(EtcdClient(etcd_url), mirror=True)
+    there = RevocationList(EtcdClient(etcd_url), mirror=True)
+    assert there.mirror.wait_synced(5)
+    token = f'tok-{time.time_ns()}'
+    assert not there.is_revoked(token)
+    here.revoke(token, time.time() + 60)
+    assert revoked_soon(there, token)
+    there.etcd = None       # a lookup that asked etcd would fail now
+    assert there.is_revoked(token) and not there.is_revoked(token + 'x')
+    here.mirror.stop()
+    there.mirror.stop()
+
+
+def test_revocations_hold_through_an_etcd_outage(tmp_path):
+    """Tokens revoked before etcd stops stay refused while it is down, by
+    a service that never looked them up; the mirror follows revocations
+    again once etcd is back."""
+    from microflack_common.revocation import RevocationList
+    from microflack_common.testing import EtcdServer
+    server = EtcdServer(tmp_path / 'etcd').start()
+    tokens_service = RevocationList(EtcdClient(server.url, timeout=0.5),
+                                    mirror=False)
+    messages = RevocationList(EtcdClient(server.url, timeout=0.5),
+                              cache_seconds=0, mirror=True)
+    try:
+        assert messages.mirror.wait_synced(5)
+        tokens_service.revoke('revoked-before', time.time() + 60)
+        time.sleep(0.5)         # the watch's news arrives
+        server.stop()
+        assert messages.is_revoked('revoked-before')
+        assert not messages.is_revoked('never-revoked')
+        server.start()
+        tokens_service.revoke('revoked-after', time.time() + 60)
+        assert revoked_soon(messages, 'revoked-after', timeout=5)
+        assert messages.is_revoked('revoked-before')
+    finally:
+        messages.mirror.stop()
+        server.stop()

@@ -36,6 +36,49 @@ def test_malformed_tokens(token):
         decode_token(token, KEY)
 
 
+def test_tokens_of_the_same_second_differ():
+    """Two logins of one user in one second: revoking one token must not
+    revoke the other."""
+    first, second = generate_token(7, KEY), generate_token(7, KEY)
+    assert first != second
+    assert decode_token(first, KEY)['jti'] != decode_token(second, KEY)['jti']
+
+
+def flip_spare_bits(segment):
+    """Another spelling of the same bytes: the last character of a segment
+    whose length leaves spare bits, with those bits set."""
+    alphabet = ('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+                '0123456789-_')
+    spare = {2: 4, 3: 2}[len(segment) % 4]     # bits beyond the bytes
+    value = alphabet.index(segment[-1])
+    assert value % (1 << spare) == 0
+    return segment[:-1] + alphabet[value + 1]
+
+
+@pytest.mark.parametrize('respell', [
+    lambda t: t + '=',
+    lambda t: t + '==',
+    lambda t: t.replace('.', '=.', 1),
+    lambda t: ' ' + t,
+    lambda t: t + '\n',
+    lambda t: t.replace('-', '+').replace('_', '/'),
+    lambda t: t[:-1] + '\n' + t[-1],
+    lambda t: '.'.join(t.split('.')[:2] + [flip_spare_bits(t.split('.')[2])]),
+])
+def test_only_the_canonical_spelling_is_accepted(respell):
+    """A revoked token must not come back with one character added: every
+    other spelling of a valid token is refused."""
+    token = generate_token(1, KEY)
+    # A signature of 32 bytes is 43 characters: 2 spare bits.
+    other = respell(token)
+    if other == token:      # no - or _ in this token to swap
+        other = token + '='
+    assert tokens.is_canonical(token) and not tokens.is_canonical(other)
+    decode_token(token, KEY)
+    with pytest.raises(InvalidToken):
+        decode_token(other, KEY)
+
+
 def test_expired_token():
     with pytest.raises(InvalidToken):
         decode_token(generate_token(1, KEY, expires_in=-1), KEY)

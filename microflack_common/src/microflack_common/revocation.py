@@ -1,16 +1,29 @@
 """Revoked tokens, kept in etcd under ``/revoked-tokens/<token>`` until
 they would have expired anyway.
 
-Lookups are cached for a short time (``REVOCATION_CACHE_SECONDS``, 2 s by
-default) so that a busy service reads etcd once per token and period, and a
-revocation still reaches every service within that period. When etcd cannot
-be reached the token is judged on its signature alone, with a warning.
+Each serving process keeps a mirror of that directory in memory: a
+background thread reads it once, then follows its changes with an etcd
+watch, so a lookup costs no round trip and a revocation reaches every
+service as soon as etcd tells the watchers (milliseconds). The mirror
+outlives an etcd outage: a token revoked before etcd stopped stays refused
+while it is down (a revocation asked for during the outage fails with 503:
+the client knows it did not happen). Until the mirror has read the
+directory once (etcd down since the process started), each token is looked
+up in etcd, the answer cached for ``REVOCATION_CACHE_SECONDS``; if etcd
+cannot answer that either, the token is judged on its signature alone,
+with a warning.
 """
 import logging
+import os
 import threading
 import time
 
-from .etcd_client import EtcdError, EtcdKeyNotFound
+from .etcd_client import (
+    EtcdError,
+    EtcdEventIndexCleared,
+    EtcdKeyNotFound,
+    EtcdTimeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -19,25 +32,41 @@ REVOKED_PREFIX = '/revoked-tokens/'
 EXPIRY_MARGIN = 5
 WARNING_INTERVAL = 30
 CACHE_LIMIT = 10000
+# The mirror's watch asks etcd to answer within this many seconds when
+# nothing changes; after a failure it tries again this often.
+WATCH_TIMEOUT = 50
+RETRY_INTERVAL = 0.5
 
 
 class RevocationList:
-    def __init__(self, etcd, cache_seconds=2.0, clock=time.monotonic):
+    def __init__(self, etcd, cache_seconds=2.0, clock=time.monotonic,
+                 mirror=False):
         self.etcd = etcd
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache = {}            # token -> (revoked, checked_at)
         self._lock = threading.Lock()
         self._last_warning = None
+        self.mirror = RevocationMirror(etcd) if mirror else None
 
     def revoke(self, token, expires_at):
         """Record a token as revoked until ``expires_at`` (+ a margin)."""
         ttl = max(1, int(expires_at - time.time()) + EXPIRY_MARGIN)
         self.etcd.set(REVOKED_PREFIX + token, '', ttl=ttl)
+        if self.mirror is not None:
+            self.mirror.add(token, ttl)
         with self._lock:
             self._cache[token] = (True, self.clock())
 
     def is_revoked(self, token):
+        if self.mirror is not None:
+            revoked = self.mirror.lookup(token)
+            if revoked is not None:
+                return revoked
+        return self._look_up(token)
+
+    def _look_up(self, token):
+        """Ask etcd about one token (with the short cache)."""
         now = self.clock()
         with self._lock:
             cached = self._cache.get(token)
@@ -72,3 +101,113 @@ class RevocationList:
             self._last_warning = now
             logger.warning('cannot check token revocations in etcd (%s); '
                            'accepting tokens on their signature alone', exc)
+
+
+class RevocationMirror:
+    """Every revoked token, followed from etcd by a background thread of
+    this process (started at the first lookup: a process forked later, such
+    as a gunicorn worker, starts its own)."""
+
+    def __init__(self, etcd, watch_timeout=WATCH_TIMEOUT,
+                 retry_interval=RETRY_INTERVAL):
+        self.etcd = etcd
+        self.watch_timeout = watch_timeout
+        self.retry_interval = retry_interval
+        self._expires = {}          # token -> wall-clock expiry
+        self._lock = threading.Lock()
+        self._synced = threading.Event()
+        self._stopped = threading.Event()
+        self._owner = None          # pid of the process the thread runs in
+
+    @property
+    def synced(self):
+        """Whether the directory has been read once (lookups are final)."""
+        return self._synced.is_set()
+
+    def lookup(self, token):
+        """True or False once the mirror is synced, else None."""
+        self.start()
+        if not self._synced.is_set():
+            return None
+        with self._lock:
+            expires = self._expires.get(token)
+        return expires is not None and expires > time.time()
+
+    def add(self, token, ttl):
+        with self._lock:
+            self._expires[token] = time.time() + ttl
+
+    def start(self):
+        if self._owner == os.getpid():
+            return
+        with self._lock:
+            if self._owner == os.getpid():
+                return
+            self._owner = os.getpid()
+            # A forked process inherits the parent's state, not its thread.
+            self._synced.clear()
+        threading.Thread(target=self._run, daemon=True,
+                         name='revocation-mirror').start()
+
+    def stop(self):
+        self._stopped.set()
+
+    def wait_synced(self, timeout):
+        self.start()
+        return self._synced.wait(timeout)
+
+    def _run(self):
+        index, failing_since = None, None
+        while not self._stopped.is_set():
+            try:
+                index = self._read_all() if index is None \
+                    else self._follow(index)
+                if failing_since is not None:
+                    logger.info('revocation mirror: etcd answers again after '
+                                '%.1f s', time.monotonic() - failing_since)
+                    failing_since = None
+            except EtcdTimeout:
+                continue        # nothing changed within watch_timeout
+            except EtcdEventIndexCleared:
+                index = None    # fell behind etcd's history: read it all
+            except EtcdError as exc:
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    logger.warning('revocation mirror: cannot reach etcd '
+                                   '(%s); keeping the %d revocations known',
+                                   exc, len(self._expires))
+                self._stopped.wait(self.retry_interval)
+
+    def _read_all(self):
+        """Replace the mirror with the directory; the index to watch from."""
+        index = self.etcd.current_index()
+        try:
+            nodes = list(self.etcd.get(REVOKED_PREFIX, recursive=True).leaves())
+        except EtcdKeyNotFound:
+            nodes = []
+        now = time.time()
+        expires = {node.name: now + (node.ttl or 0) for node in nodes
+                   if node.ttl}
+        with self._lock:
+            self._expires = expires
+        self._synced.set()
+        return index + 1
+
+    def _follow(self, index):
+        """Apply the next change below the directory; the next index."""
+        response = self.etcd.watch(REVOKED_PREFIX.rstrip('/'), wait_index=index,
+                                   timeout=self.watch_timeout)
+        node, now = response.node, time.time()
+        with self._lock:
+            if response.action in ('set', 'create', 'update',
+                                   'compareAndSwap') and node.ttl:
+                self._expires[node.name] = now + node.ttl
+            elif response.action in ('delete', 'expire', 'compareAndDelete'):
+                self._expires.pop(node.name, None)
+            self._prune(now)
+        return max(index, (node.modified_index or index)) + 1
+
+    def _prune(self, now):
+        if len(self._expires) > CACHE_LIMIT:
+            for token in [t for t, e in self._expires.items() if e <= now]:
+                del self._expires[token]

@@ -114,9 +114,15 @@ def init_service(app, etcd=None, http=None, pusher=None):
     config = app.config
     if etcd is None and config.get('ETCD'):
         etcd = EtcdClient(config['ETCD'], timeout=config['ETCD_TIMEOUT'])
+    # A registry that cannot be watched (the tests' FakeEtcd) is asked
+    # about each token instead of mirrored.
     revocations = RevocationList(
-        etcd, cache_seconds=config['REVOCATION_CACHE_SECONDS']) \
-        if etcd is not None else None
+        etcd, cache_seconds=config['REVOCATION_CACHE_SECONDS'],
+        mirror=hasattr(etcd, 'watch')) if etcd is not None else None
+    if revocations is not None and revocations.mirror is not None:
+        # Now, in the serving process (gunicorn loads the app in each
+        # worker): revocations made before an etcd outage must be known.
+        revocations.mirror.start()
     if http is None:
         http = ServiceClient(
             config['LB'], connect_timeout=config['HTTP_CONNECT_TIMEOUT'],
@@ -126,6 +132,8 @@ def init_service(app, etcd=None, http=None, pusher=None):
         pusher = ModelPusher.from_redis(config.get('REDIS'),
                                         config.get('REDIS_CHANNEL'))
     app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
+    if revocations is not None and revocations.mirror is not None:
+        app.extensions['microflack'].on_shutdown(revocations.mirror.stop)
     # Flask 3 reads the key order from its JSON provider, not the config.
     app.json.sort_keys = config['JSON_SORT_KEYS']
     if not config['COOKIE_SESSIONS']:

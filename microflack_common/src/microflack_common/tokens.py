@@ -1,4 +1,10 @@
-"""JSON Web Tokens: HS256, claims ``user_id`` and ``exp``.
+"""JSON Web Tokens: HS256, claims ``user_id``, ``exp`` and ``jti``.
+
+Each token carries a random ``jti``, so two logins in the same second get
+different tokens and revoking one leaves the other valid. A token must be
+in its one canonical form (base64url without padding, no stray bits):
+revocations are keyed on the token's text, and any other spelling of the
+same token would not be found among them.
 
 The algorithm is pinned on both sides: a token is only accepted when it was
 signed with HS256 and the platform key, whatever its header claims.
@@ -8,6 +14,9 @@ for an hour. So the signature check of a token is done once and its claims
 kept (for the last ``VERIFIED_CACHE_SIZE`` tokens seen); the expiry is
 checked on every use.
 """
+import base64
+import binascii
+import secrets
 import time
 from functools import lru_cache
 
@@ -21,7 +30,8 @@ class InvalidToken(Exception):
 
 
 def generate_token(user_id, secret_key, expires_in=3600):
-    payload = {'user_id': user_id, 'exp': int(time.time()) + int(expires_in)}
+    payload = {'user_id': user_id, 'exp': int(time.time()) + int(expires_in),
+               'jti': secrets.token_urlsafe(12)}
     return jwt.encode(payload, secret_key, algorithm=ALGORITHM)
 
 
@@ -44,6 +54,8 @@ def _verified_claims(token, secret_key):
     """The claims of a token whose signature and claims are valid, whatever
     its expiry (checked by the caller). Invalid tokens raise and are not
     kept."""
+    if not is_canonical(token):
+        raise InvalidToken('token is not in canonical form')
     try:
         claims = jwt.decode(token, secret_key, algorithms=[ALGORITHM],
                             options={'require': ['exp', 'user_id'],
@@ -56,3 +68,19 @@ def _verified_claims(token, secret_key):
     if not isinstance(exp, (int, float)) or isinstance(exp, bool):
         raise InvalidToken('exp claim is not a number')
     return claims
+
+
+def is_canonical(token):
+    """Whether the token is three base64url segments exactly as they
+    encode: no padding, no whitespace, no bits beyond the bytes."""
+    parts = token.split('.')
+    if len(parts) != 3:
+        return False
+    for part in parts:
+        try:
+            raw = base64.urlsafe_b64decode(part + '=' * (-len(part) % 4))
+        except (binascii.Error, ValueError):
+            return False
+        if base64.urlsafe_b64encode(raw).rstrip(b'=').decode() != part:
+            return False
+    return True
