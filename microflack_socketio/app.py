@@ -6,6 +6,7 @@ from flask_socketio import SocketIO
 
 from config import config
 from events import CONNECTIONS, Connections, register_handlers
+from message_queue import RedisQueue
 from microflack_common import config as common_config
 from microflack_common.events import CHANNEL, redis_url
 from microflack_common.service import init_service
@@ -19,9 +20,9 @@ def socketio_options(config):
         'cors_allowed_origins': config['CORS_ALLOWED_ORIGINS'],
     }
     if config.get('REDIS'):
-        # The channel users and messages publish `updated_model` on.
-        options['message_queue'] = redis_url(config['REDIS'])
-        options['channel'] = config.get('REDIS_CHANNEL') or CHANNEL
+        # On the channel users and messages publish `updated_model` on.
+        options['client_manager'] = RedisQueue(
+            redis_url(config['REDIS']), config.get('REDIS_CHANNEL') or CHANNEL)
     return options
 
 

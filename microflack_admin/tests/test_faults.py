@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 import requests
-from mfplatform import MixedLoad, Platform, drop_test_databases, table_ids
+import socketio
+from mfplatform import (
+    ADMIN,
+    MixedLoad,
+    Platform,
+    drop_test_databases,
+    table_ids,
+)
+
+from microflack_common.testing import free_port
 
 DB_PREFIX = 'mffault_'
 # Connections one client address may hold (the platform's setting here).
@@ -27,9 +36,11 @@ CLIENT_MAXCONN = 150
 @pytest.fixture(scope='module')
 def faulty(tmp_path_factory):
     drop_test_databases(DB_PREFIX)
+    # Its own Redis (setup-all-in-one starts one there): a test kills it.
     platform = Platform(tmp_path_factory.mktemp('mffaults'),
                         {'MF_DB_PREFIX': DB_PREFIX,
-                         'LB_CLIENT_MAXCONN': str(CLIENT_MAXCONN)})
+                         'LB_CLIENT_MAXCONN': str(CLIENT_MAXCONN),
+                         'REDIS': f'127.0.0.1:{free_port()}'})
     try:
         platform.run('install/setup-all-in-one.sh', timeout=900)
         yield platform
@@ -254,22 +265,29 @@ def test_a_hung_instance_costs_no_get(faulty):
         faulty.run('mfkill', second, check=False)
 
 
-def stop_etcd(platform):
-    """Stop the platform's etcd; returns what restarts it."""
-    pid = int((platform.home / 'run' / 'etcd.pid').read_text())
+def stop_daemon(pid_file, signal_number=signal.SIGTERM):
+    """Stop a daemon of the platform; returns its command line."""
+    pid = int(pid_file.read_text())
     command = (Path('/proc') / str(pid) / 'cmdline').read_bytes() \
         .rstrip(b'\0').split(b'\0')
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal_number)
     deadline = time.monotonic() + 10
     while Path('/proc', str(pid)).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    return command
+
+
+def stop_etcd(platform):
+    """Stop the platform's etcd; returns what restarts it."""
+    pid_file = platform.home / 'run' / 'etcd.pid'
+    command = stop_daemon(pid_file)
 
     def start():
         with open(platform.home / 'logs' / 'etcd.log', 'ab') as log:
             process = subprocess.Popen(command, stdout=log, stderr=log,
                                        stdin=subprocess.DEVNULL,
                                        start_new_session=True)
-        (platform.home / 'run' / 'etcd.pid').write_text(f'{process.pid}\n')
+        pid_file.write_text(f'{process.pid}\n')
 
         def answers():
             try:
@@ -317,3 +335,73 @@ def test_revoked_tokens_stay_refused_while_etcd_is_down(faulty):
                             (check.request.method, check.url, check.text)
     finally:
         start_etcd()
+
+
+class Listener:
+    """A Socket.IO client through the load balancer that keeps the events
+    it gets, with the time each came."""
+
+    def __init__(self, lb):
+        self.events = []
+        self.sio = socketio.Client(reconnection=False)
+        for name in ('updated_model', 'resync'):
+            self.sio.on(name, self._recorder(name))
+        self.sio.connect(lb, transports=['websocket'],
+                         socketio_path='/socket.io', wait_timeout=10)
+
+    def _recorder(self, name):
+        def record(data=None):
+            self.events.append((time.monotonic(), name, data))
+        return record
+
+    def sources(self):
+        return [data['model'].get('source') for _, name, data in self.events
+                if name == 'updated_model' and data['class'] == 'Message']
+
+
+def test_a_redis_restart_loses_no_message_for_open_pages(faulty):
+    """Redis killed for 5 s while messages are posted: when it is back,
+    every connected client is told to catch up (resync) within 2 s, and
+    the pushes flow again; the messages posted meanwhile are all in the
+    changes feed a catching-up client reads."""
+    lb = faulty.lb
+    token = faulty.user_with_token(f'red{uuid.uuid4().hex[:8]}')
+    listener = Listener(lb)
+    try:
+        def post(source):
+            response = faulty.http.post(f'{lb}/api/messages', timeout=10,
+                                        headers=bearer(token),
+                                        json={'source': source})
+            assert response.status_code == 201, response.text
+            return response.json()
+
+        first = post('before the outage')
+        faulty.wait_for(lambda: 'before the outage' in listener.sources(),
+                        what='a push')
+        stop_daemon(faulty.home / 'redis' / 'redis.pid', signal.SIGKILL)
+        during = [post(f'during the outage {n}') for n in range(3)]
+        time.sleep(5)
+        # As setup-all-in-one.sh starts it.
+        subprocess.run(
+            ['bash', '-c', f'source {ADMIN}/lib/common.sh && source '
+             f'{ADMIN}/lib/daemons.sh && ensure_redis "$REDIS"'],
+            env=faulty.env, check=True, capture_output=True)
+        back = time.monotonic()
+        resync = faulty.wait_for(lambda: [at for at, name, _ in
+                                          listener.events
+                                          if name == 'resync' and at > back],
+                                 timeout=10, what='a resync')
+        print(f'resync {resync[0] - back:.2f} s after Redis came back')
+        assert resync[0] - back < 2
+        # The services' pushers try again every second: a push they drop
+        # until then is followed by their own resync.
+        time.sleep(1.5)
+        post('after the outage')
+        faulty.wait_for(lambda: 'after the outage' in listener.sources(),
+                        what='pushes again')
+        feed = faulty.http.get(
+            f"{lb}/api/messages?updated_since={first['updated_at']}",
+            headers=bearer(token), timeout=10).json()['messages']
+        assert {m['id'] for m in during} <= {m['id'] for m in feed}
+    finally:
+        listener.sio.disconnect()

@@ -72,9 +72,28 @@ def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
     pusher._emitter = None
     pusher._retry_at = 0
     pusher.push('Message', {'id': 2})
+    # First a resync: the clients missed the push that was dropped.
+    resync = next_event(subscriber)
+    assert (resync['event'], resync['data']) == ('resync', [{}])
     assert next_event(subscriber)['data'][0]['model'] == {'id': 2}
     assert pusher.flush()
-    assert 'pushes resumed' in caplog.text
+    assert 'pushes resumed, clients told to catch up' in caplog.text
+
+
+def test_a_pusher_back_from_an_outage_sends_a_resync_unasked(
+        redis_address, subscriber):
+    """Nothing more is pushed after the pushes that were dropped: the
+    pusher still tells the clients, within a second or so of Redis being
+    back."""
+    from microflack_common.testing import free_port
+    pusher = ModelPusher.from_redis(f'127.0.0.1:{free_port()}')
+    pusher.push('User', {'id': 1})          # dropped
+    assert pusher.flush(10)
+    pusher._emitter_factory = ModelPusher.from_redis(
+        redis_address)._emitter_factory
+    pusher._emitter = None
+    resync = next_event(subscriber)
+    assert (resync['event'], resync['data']) == ('resync', [{}])
 
 
 def test_custom_channel(redis_address):

@@ -9,6 +9,7 @@ import socketio as socketio_lib
 from app import create_app
 from config import Config, ProdConfig, TestConfig, allowed_origins
 from events import stop_cleanly_under_gunicorn
+from message_queue import RedisQueue
 from microflack_common.config import ConfigError
 from microflack_common.registration import registration_from_config
 from microflack_common.testing import FakeEtcd, FakeServiceClient
@@ -101,9 +102,10 @@ def test_redis_message_queue_on_the_pushes_channel(redis, url):
     # Nothing connects to Redis before a client does.
     app = create_app(Config, etcd=FakeEtcd(), http=FakeServiceClient())
     manager = app.extensions['socketio'].server.manager
-    assert isinstance(manager, socketio_lib.RedisManager)
+    assert isinstance(manager, RedisQueue)
+    assert isinstance(manager, socketio_lib.PubSubManager)
     assert manager.channel == 'flask-socketio'
-    assert manager.redis_url == url
+    assert manager.url == url
     assert not manager.write_only
 
 

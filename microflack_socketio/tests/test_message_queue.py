@@ -5,6 +5,8 @@ Flask-SocketIO's test client refuses apps with a message queue, so these
 apps are served on 127.0.0.1 and real python-socketio clients connect.
 """
 import queue
+import shutil
+import subprocess
 import time
 import uuid
 
@@ -25,7 +27,7 @@ class Client:
     def __init__(self, url):
         self.events = queue.Queue()
         self.sio = socketio_lib.Client(reconnection=False)
-        for name in ('updated_model', 'expired_token'):
+        for name in ('updated_model', 'expired_token', 'resync'):
             self.sio.on(name, self._recorder(name))
         # Long polling: the development server's WebSocket support is slow
         # to close (the gunicorn test covers WebSocket in production).
@@ -172,3 +174,74 @@ def test_events_still_work_while_redis_is_down(http, clients):
         client.sio.emit('ping_user', 'good.token')
         assert client.next('expired_token') == ()
         client.sio.disconnect()
+
+
+class PrivateRedis:
+    """A Redis of this test's own, on a free port: it can be killed."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.port = free_port()
+        self.address = f'127.0.0.1:{self.port}'
+        self.process = None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [shutil.which('redis-server') or '/usr/bin/redis-server',
+             '--port', str(self.port), '--bind', '127.0.0.1', '--save', '',
+             '--appendonly', 'no', '--dir', str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis_lib.Redis(host='127.0.0.1', port=self.port)
+
+        def answers():
+            try:
+                return client.ping()
+            except redis_lib.RedisError:
+                return False
+        wait_for(answers)
+        client.close()
+        return self
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(5)
+
+
+def test_a_redis_restart_is_caught_up(http, clients, tmp_path):
+    """Redis killed for 3 s: within a second of its return the instance
+    listens again and tells its clients to catch up (resync); pushes
+    reach them again; a pusher that dropped pushes meanwhile sends a
+    resync too once it can publish."""
+    private = PrivateRedis(tmp_path).start()
+
+    class PrivateConfig(TestConfig):
+        REDIS = private.address
+    app = create_app(PrivateConfig, etcd=FakeEtcd(), http=http)
+    try:
+        with serving(app) as url:
+            client = clients(url)
+            pusher = ModelPusher.from_redis(private.address)
+            marker = uuid.uuid4().hex
+            pusher.push('User', {'id': 1, 'marker': marker})
+            assert pusher.flush()
+            client.next('updated_model', match=marked(marker))
+            private.kill()
+            lost = uuid.uuid4().hex
+            pusher.push('User', {'id': 1, 'marker': lost})    # dropped
+            assert pusher.flush()
+            time.sleep(3)
+            private.start()
+            back = time.monotonic()
+            client.next('resync', timeout=5)
+            assert time.monotonic() - back < 1.5
+            # The pusher's own resync follows (it tries every second).
+            client.next('resync', timeout=5)
+            marker = uuid.uuid4().hex
+            pusher.push('User', {'id': 1, 'marker': marker})
+            assert pusher.flush()
+            client.next('updated_model', match=marked(marker))
+            assert client.received('updated_model', marked(lost)) == []
+            client.sio.disconnect()
+    finally:
+        if private.process.poll() is None:
+            private.kill()

@@ -1180,6 +1180,7 @@
         socket.on('connect_error', (error) => this.onConnectError(error));
         socket.on('updated_model', (data) => this.onUpdatedModel(data));
         socket.on('expired_token', () => this.onExpiredToken());
+        socket.on('resync', () => this.onResync());
         this.load();    // at once, even before the socket is connected
       }
 
@@ -1238,6 +1239,14 @@
 
       onExpiredToken() {
         this.chat.forget();
+      }
+
+      /** The server says pushes may have been lost (Redis was away): what
+       * changed meanwhile comes from the changes feeds, as after a
+       * reconnection. */
+      onResync() {
+        this.synced = false;
+        this.load();
       }
 
       reconnectLater() {

@@ -175,6 +175,25 @@ describe('SocketTransport: loading and pushes', () => {
     assert.deepEqual(chat.messages.pluck('id'), [1, 2, 4]);
   });
 
+  it('a resync from the server catches up by the feeds, as a reconnection', async () => {
+    const server = {};
+    const { chat, fetch, transport, sockets } = setup(routes(server));
+    transport.start();
+    sockets[0].connectNow();
+    await transport.loading;
+    await settle();
+    const before = fetch.calls.length;
+    server.messages.push(message(4, 1, { updated_at: NOW + 12 }));
+    sockets[0].serverEvent('resync');
+    await transport.loading;
+    // the feeds' links, as the connection's catch-up left them
+    assert.deepEqual(urls(fetch).slice(before), [
+      `GET /api/messages?updated_since=${NOW + 9}&limit=500`,
+      `GET /api/users?updated_since=${NOW + 9}&limit=500`,
+    ]);
+    assert.deepEqual(chat.messages.pluck('id'), [1, 2, 4]);
+  });
+
   it('a load asked for during another one runs after it, once', async () => {
     const { fetch, transport, sockets } = setup(routes());
     transport.start();                       // first load running

@@ -7,7 +7,8 @@ Redis manager), which broadcasts it to all connected clients.
 
 Publishing happens on a background thread fed by a bounded queue, so a slow
 or dead Redis never delays an API response: while Redis is down the events
-are dropped with a log line, and pushing resumes when it is back.
+are dropped with a log line, and when it is back (tried every second) a
+``resync`` event tells every client to catch up on what it missed.
 """
 import json
 import logging
@@ -22,6 +23,9 @@ from urllib.parse import unquote, urlsplit
 logger = logging.getLogger(__name__)
 
 EVENT = 'updated_model'
+# Tells the clients that pushes may have been lost (the message queue was
+# away): they catch up from the REST API's changes feeds.
+RESYNC_EVENT = 'resync'
 CHANNEL = 'flask-socketio'     # Flask-SocketIO's default; REDIS_CHANNEL changes it
 QUEUE_LIMIT = 10000
 RETRY_INTERVAL = 1.0     # seconds between attempts while Redis is down
@@ -160,7 +164,14 @@ class ModelPusher:
 
     def _run(self):
         while True:
-            event = self._queue.get()
+            try:
+                # While failing, wake up to try again even if nothing is
+                # pushed: the clients must hear that they missed pushes.
+                event = self._queue.get(
+                    timeout=RETRY_INTERVAL if self._failing else None)
+            except queue.Empty:
+                self._publish(None)
+                continue
             if event is None:
                 self._queue.task_done()
                 return
@@ -170,26 +181,31 @@ class ModelPusher:
                 self._queue.task_done()
 
     def _publish(self, event):
+        """Emit one event (None: only try the queue again after a
+        failure); once the queue is back, a resync first."""
         now = time.monotonic()
         if self._failing and now < self._retry_at:
             return      # dropped: the message queue was down a moment ago
         try:
             if self._emitter is None:
                 self._emitter = self._emitter_factory()
-            self._emitter.emit(EVENT, event)
-            error = None
+            if self._failing:
+                self._emitter.emit(RESYNC_EVENT, {})
+                logger.info('message queue reachable again: pushes resumed, '
+                            'clients told to catch up')
+                self._failing = False
+            if event is not None:
+                self._emitter.emit(EVENT, event)
+            return
         except Exception as exc:  # noqa: BLE001 - any failure drops the event
             error = exc
-        if error is not None:
-            if not self._failing:
-                logger.warning('cannot push %s update (%s); dropping '
-                               'pushes until the message queue is back',
-                               event['class'], error)
-                self._failing = True
-            self._retry_at = now + RETRY_INTERVAL
-        elif self._failing:
-            logger.info('message queue reachable again: pushes resumed')
-            self._failing = False
+        if not self._failing:
+            logger.warning('cannot push %s (%s); dropping pushes until the '
+                           'message queue is back',
+                           f"{event['class']} update" if event else 'events',
+                           error)
+            self._failing = True
+        self._retry_at = now + RETRY_INTERVAL
 
     def flush(self, timeout=5.0):
         """Wait until queued events are published (tests, shutdown)."""
