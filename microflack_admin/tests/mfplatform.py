@@ -67,11 +67,13 @@ class Platform:
             total=1, connect=1, read=1, status=0, redirect=0,
             allowed_methods=frozenset({'GET', 'HEAD', 'OPTIONS'}))))
 
-    def run(self, *args, check=True, timeout=600, input=None):
-        """Run an admin script; returns the CompletedProcess."""
+    def run(self, *args, check=True, timeout=600, input=None, env=None):
+        """Run an admin script (``env``: settings added to the
+        platform's); returns the CompletedProcess."""
         command = [str(ADMIN / args[0]) if '/' in args[0]
                    else str(ADMIN / 'bin' / args[0]), *args[1:]]
-        result = subprocess.run(command, env=self.env, capture_output=True,
+        result = subprocess.run(command, env={**self.env, **(env or {})},
+                                capture_output=True,
                                 text=True, timeout=timeout, input=input)
         if check and result.returncode != 0:
             raise AssertionError(

@@ -405,3 +405,25 @@ def test_a_redis_restart_loses_no_message_for_open_pages(faulty):
         assert {m['id'] for m in during} <= {m['id'] for m in feed}
     finally:
         listener.sio.disconnect()
+
+
+def test_mfrun_fails_when_the_instance_is_not_routed(faulty):
+    """The load balancer's watcher is dead: mfrun's instance is healthy
+    and registered but never routed, so mfrun stops it and fails, saying
+    why (it exited 0 with a warning)."""
+    pid_file = faulty.home / 'lb' / 'watcher.pid'
+    stop_daemon(pid_file, signal.SIGKILL)
+    try:
+        before = faulty.instances('ui')
+        result = faulty.run('mfrun', 'ui', check=False, timeout=120,
+                            env={'ROUTE_TIMEOUT': '3'})
+        assert result.returncode != 0
+        assert 'did not route to it' in result.stderr
+        assert 'is its watcher running' in result.stderr
+        assert faulty.instances('ui') == before
+        assert not [path for path in (faulty.home / 'run' / 'instances')
+                    .glob('ui_*.info')
+                    if path.stem not in before]
+    finally:
+        faulty.run('mflb', 'start')
+    assert faulty.run('mflb', 'status').returncode == 0
