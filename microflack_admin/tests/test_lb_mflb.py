@@ -231,3 +231,53 @@ def test_start_fails_cleanly_when_the_port_is_taken(lb_env):
     assert status.returncode == 3
     assert 'haproxy: not running' in status.stdout
     assert 'watcher: not running' in status.stdout
+
+
+def test_a_killed_haproxy_or_watcher_is_started_again(lb_env, etcd,
+                                                      backends):
+    """Both run under the platform's supervisor (issue 15, finding 3):
+    HAProxy killed outright serves again within 5 s, without an operator;
+    a killed watcher is back and routes what the registry says."""
+    port = int(lb_env['LB_PORT'])
+    lb_dir = Path(lb_env['MF_HOME'], 'lb')
+    backend = backends('users_1')
+    etcd.set('/services/users/location', '/api/users')
+    etcd.set('/services/users/upstream/users_1', backend.address)
+    http = urllib3.PoolManager(retries=False)
+
+    def routed(name):
+        try:
+            response = http.request(
+                'GET', f'http://127.0.0.1:{port}/api/users', timeout=1,
+                headers={'Connection': 'close'})
+        except urllib3.exceptions.HTTPError:
+            return False
+        return response.data == f'{name} GET /api/users\n'.encode()
+    try:
+        assert mflb(lb_env, 'start').returncode == 0
+        assert wait_until(lambda: routed('users_1'), 5) is not None
+        haproxy = pid_in(lb_dir / 'haproxy.pid')
+        os.kill(haproxy, signal.SIGKILL)
+        back = wait_until(lambda: routed('users_1'), 10)
+        assert back is not None and back < 5, back
+        assert pid_in(lb_dir / 'haproxy.pid') != haproxy
+        print(f'HAProxy killed: serving again after {back:.2f} s')
+
+        watcher = pid_in(lb_dir / 'watcher.pid')
+        os.kill(watcher, signal.SIGKILL)
+        assert wait_until(lambda: alive(pid_in(lb_dir / 'watcher.pid') or 0)
+                          and pid_in(lb_dir / 'watcher.pid') != watcher,
+                          10) is not None
+        other = backends('users_2')
+        etcd.delete('/services/users/upstream/users_1')
+        etcd.set('/services/users/upstream/users_2', other.address)
+        assert wait_until(lambda: routed('users_2'), 5) is not None
+        assert mflb(lb_env, 'status').returncode == 0
+    finally:
+        mflb(lb_env, 'stop')
+        etcd.delete('/services/users', recursive=True)
+    # Stopped for good: nothing starts them again, and the supervisor,
+    # with nothing left to run, is gone.
+    time.sleep(2)
+    assert mflb(lb_env, 'status').returncode == 3
+    assert not Path(lb_env['MF_HOME'], 'run', 'supervisor.sock').exists()
