@@ -88,8 +88,7 @@ for service in $SERVICES; do
     if instance_alive "$instance"; then
       running="$instance"
     else    # gone since (e.g. a reboot): forget it
-      deregister "$service" "$instance"
-      rm -f "$INSTANCES_DIR/$instance.info"
+      forget_instance "$instance"
     fi
   done
   if [ -n "$running" ]; then

@@ -1,13 +1,17 @@
 # shellcheck shell=bash
 # Running service instances, recorded in $MF_HOME/run/instances/<id>.info
-# (SERVICE, TAG, PORT, RUNTIME, PID). In the native runtime an instance is
-# one gunicorn master started from a release by the service's boot.sh (PID
-# is its pid); in the Docker runtime it is a container named after the
+# (SERVICE, TAG, PORT, RUNTIME, PID, SUPERVISED). In the native runtime an
+# instance is one gunicorn master started from a release by the service's
+# boot.sh, a program of the platform's supervisor named after the instance
+# id (SUPERVISED=1; PID was its first pid: the supervisor knows the
+# current one); in the Docker runtime it is a container named after the
 # instance id, started from the service's image (PID follows its log).
 # Source after common.sh and daemons.sh.
 
 # shellcheck source=images.sh
 source "$MF_ADMIN/lib/images.sh"
+# shellcheck source=supervisor.sh
+source "$MF_ADMIN/lib/supervisor.sh"
 
 INSTANCES_DIR="$MF_HOME/run/instances"
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -87,13 +91,22 @@ container_running() {
 
 container_stopped() { ! container_running "$1"; }
 
+# instance_pid INSTANCE: the current pid of a native instance.
+instance_pid() {
+  if [ -n "$(instance_field "$1" SUPERVISED)" ]; then
+    program_pid "$1"
+    return
+  fi
+  instance_field "$1" PID
+}
+
 instance_alive() {
   local pid
   if [ "$(instance_runtime "$1")" = docker ]; then
     container_running "$1"
     return
   fi
-  pid="$(instance_field "$1" PID)"
+  pid="$(instance_pid "$1")"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
@@ -225,7 +238,7 @@ build_flask() {
 stop_instance() {
   local instance="$1" service pid
   service="$(instance_field "$instance" SERVICE)"
-  pid="$(instance_field "$instance" PID)"
+  pid="$(instance_pid "$instance" || true)"
   deregister "$service" "$instance"
   if [ "$(instance_runtime "$instance")" = docker ]; then
     # SIGTERM to the container is a stop for Docker: no restart follows.
@@ -238,8 +251,17 @@ stop_instance() {
 # wait_stopped INSTANCE: wait for a stopping instance, kill it if needed.
 wait_stopped() {
   local instance="$1" pid
-  pid="$(instance_field "$instance" PID)"
-  if [ "$(instance_runtime "$instance")" = docker ]; then
+  pid="$(instance_pid "$instance" || true)"
+  if [ -n "$(instance_field "$instance" SUPERVISED)" ]; then
+    # gunicorn exits 0 once drained, which the supervisor does not restart;
+    # unsupervise stops what is still there (SIGKILL after the grace).
+    if [ -n "$pid" ] &&
+        ! wait_until "${STOP_TIMEOUT:-15}" bash -c "! kill -0 $pid"; then
+      log "$instance did not stop in time: killing it"
+    fi
+    unsupervise "$instance"
+    rm -f "$INSTANCES_DIR/$instance.env"
+  elif [ "$(instance_runtime "$instance")" = docker ]; then
     if ! wait_until "${STOP_TIMEOUT:-15}" container_stopped "$instance"; then
       log "$instance did not stop in time: killing it"
     fi
@@ -251,6 +273,16 @@ wait_stopped() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$INSTANCES_DIR/$instance.info"
+}
+
+# forget_instance INSTANCE: the record of an instance that is gone (e.g.
+# after a reboot), its registry key and its program.
+forget_instance() {
+  deregister "$(instance_field "$1" SERVICE)" "$1"
+  if [ -n "$(instance_field "$1" SUPERVISED)" ]; then
+    unsupervise "$1"
+  fi
+  rm -f "$INSTANCES_DIR/$1.info" "$INSTANCES_DIR/$1.env"
 }
 
 lb_stats() {

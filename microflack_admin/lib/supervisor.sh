@@ -85,13 +85,17 @@ CONF
 
 # supervise NAME: write the program NAME (its [program:NAME] section, on
 # standard input, readable by the owner only: it may name secrets' files)
-# and start it.
+# and start it (also when it was there, stopped).
 supervise() {
   local file="$SUPERVISOR_DIR/programs/$1.conf"
   ensure_supervisor
   (umask 077 && cat > "$file")
   supervisorctl update "$1" >/dev/null ||
-    die "the supervisor cannot start $1 (see $SUPERVISOR_LOG)"
+    die "the supervisor cannot take $1 (see $SUPERVISOR_LOG)"
+  case "$(program_state "$1")" in
+    RUNNING|STARTING) ;;
+    *) supervisorctl start "$1" >/dev/null 2>&1 || true ;;
+  esac
 }
 
 # program_state NAME: RUNNING, STARTING, BACKOFF, EXITED, FATAL, ... (empty
@@ -136,11 +140,12 @@ shutdown_idle_supervisor() {
 conf_value() { printf '%s' "${1//%/%%}"; }
 
 # conf_command ARGS...: a command line for a program's command= (which
-# the supervisor splits as a shell would, without running one).
+# the supervisor splits as a POSIX shell would, without running one):
+# each argument in single quotes. Arguments are one line each.
 conf_command() {
-  local arg quoted=()
+  local arg quoted=() quote="'"
   for arg in "$@"; do
-    quoted+=("$(printf '%q' "$arg")")
+    quoted+=("'${arg//$quote/$quote\\$quote$quote}'")
   done
   conf_value "${quoted[*]}"
 }

@@ -49,6 +49,13 @@ def faulty(tmp_path_factory):
         drop_test_databases(DB_PREFIX)
 
 
+def supervisorctl(platform, *args):
+    return subprocess.run(
+        [str(platform.home / 'admin-venv' / 'bin' / 'supervisorctl'), '-c',
+         str(platform.home / 'supervisor' / 'supervisord.conf'), *args],
+        capture_output=True, text=True, timeout=30)
+
+
 def bearer(token):
     return {'Authorization': f'Bearer {token}'}
 
@@ -223,9 +230,9 @@ def routed_servers(platform, backend):
 def test_a_hung_instance_costs_no_get(faulty):
     """One of two messages instances hangs (SIGSTOP) for 15 s under load:
     no GET waits past 12 s or fails (the hung one is out after two failed
-    health checks, the requests it holds are ended and a GET among them
-    sent to the other; timeout_server bounds the wait before that); every
-    POST answered 201 is stored; it serves again once it resumes."""
+    health checks; a GET it holds is sent to the other after the
+    backend's timeout_server, 10 s); every POST answered 201 is stored; it
+    serves again once it resumes."""
     lb = faulty.lb
     second = faulty.run('mfrun', 'messages').stdout.split()[-1]
     try:
@@ -408,11 +415,12 @@ def test_a_redis_restart_loses_no_message_for_open_pages(faulty):
 
 
 def test_mfrun_fails_when_the_instance_is_not_routed(faulty):
-    """The load balancer's watcher is dead: mfrun's instance is healthy
-    and registered but never routed, so mfrun stops it and fails, saying
-    why (it exited 0 with a warning)."""
-    pid_file = faulty.home / 'lb' / 'watcher.pid'
-    stop_daemon(pid_file, signal.SIGKILL)
+    """The load balancer's watcher is stopped (a killed one is started
+    again by the supervisor: stopped through the supervisor here, as an
+    operator would): mfrun's instance is healthy and registered but never
+    routed, so mfrun stops it and fails, saying why (it exited 0 with a
+    warning)."""
+    assert supervisorctl(faulty, 'stop', 'lb-watcher').returncode == 0
     try:
         before = faulty.instances('ui')
         result = faulty.run('mfrun', 'ui', check=False, timeout=120,
@@ -427,3 +435,31 @@ def test_mfrun_fails_when_the_instance_is_not_routed(faulty):
     finally:
         faulty.run('mflb', 'start')
     assert faulty.run('mflb', 'status').returncode == 0
+
+
+def test_a_killed_instance_is_started_again(faulty):
+    """The socketio instance killed outright (SIGKILL: no deregistration,
+    no drain) runs again under the supervisor, is routed again and
+    relays pushes again, without an operator."""
+    [instance] = faulty.instances('socketio')
+    old = int(supervisorctl(faulty, 'pid', instance).stdout)
+    os.kill(old, signal.SIGKILL)
+    started = time.monotonic()
+
+    def running_again():
+        out = supervisorctl(faulty, 'pid', instance).stdout.strip()
+        return out.isdigit() and int(out) not in (0, old)
+    faulty.wait_for(running_again, timeout=20, what='started again')
+    faulty.wait_for(lambda: routed_servers(faulty, 'socketio_backend')
+                    == [instance], timeout=20, what='routed again')
+    print(f'{instance} killed: routed again after '
+          f'{time.monotonic() - started:.1f} s')
+    token = faulty.user_with_token(f'sup{uuid.uuid4().hex[:8]}')
+    listener = Listener(faulty.lb)
+    try:
+        faulty.http.post(f'{faulty.lb}/api/messages', headers=bearer(token),
+                         json={'source': 'after a restart'}, timeout=10)
+        faulty.wait_for(lambda: 'after a restart' in listener.sources(),
+                        what='a push')
+    finally:
+        listener.sio.disconnect()

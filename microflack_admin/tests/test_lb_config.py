@@ -134,14 +134,16 @@ def test_defaults(settings, haproxy_check):
                  'option http-buffer-request', 'timeout http-request 10s'):
         assert line in defaults
     assert 'tune.bufsize 65536' in glob
+    # A stopping instance drains its requests: they are not cut when its
+    # health checks fail.
+    assert 'shutdown-sessions' not in text
     for line in ('stick-table type ip size 100k expire 60s store conn_cur',
                  'tcp-request connection track-sc0 src',
                  'tcp-request connection reject if { sc0_conn_cur gt 500 }'):
         assert line in frontend
     default_server = next(line for line in defaults
                           if line.startswith('default-server'))
-    for word in ('inter 1s', 'fastinter 500ms', 'fall 2', 'rise 1',
-                 'on-marked-down shutdown-sessions'):
+    for word in ('inter 1s', 'fastinter 500ms', 'fall 2', 'rise 1'):
         assert word in default_server
     assert 'http-request disable-l7-retry if !{ method GET HEAD OPTIONS ' \
         'PUT DELETE }' in frontend

@@ -42,13 +42,14 @@ TIMEOUT_SERVER_RANGE = (1, 3600)        # seconds
 MAX_CLIENT_CONNECTIONS = 100000
 STATS_URI = '/stats'
 # Checks every second, every 0.5 s once one failed: two failures (at most
-# about 2 s) take a server out, one success brings it back; the requests
-# it still holds are then ended (a hung instance would hold them until
-# timeout server; an idempotent one is sent to another server). A name
-# that does not resolve leaves its server in maintenance instead of
-# failing.
+# about 2 s) take a server out, one success brings it back. The requests a
+# server out holds are left to finish (a stopping instance drains them;
+# `on-marked-down shutdown-sessions` cut them, and failed POSTs of a
+# rolling upgrade); a hung one's wait ends at timeout server, and an
+# idempotent request is then sent to another server. A name that does not
+# resolve leaves its server in maintenance instead of failing.
 DEFAULT_SERVER = ('inter 1s fastinter 500ms downinter 1s fall 2 rise 1 '
-                  'on-marked-down shutdown-sessions init-addr libc,none')
+                  'init-addr libc,none')
 # Requests that may be sent again after a server got them (RFC 9110 9.2.2;
 # TRACE left out, nothing here answers it).
 IDEMPOTENT_METHODS = ('GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE')
