@@ -260,7 +260,7 @@ wait_stopped() {
       log "$instance did not stop in time: killing it"
     fi
     unsupervise "$instance"
-    rm -f "$INSTANCES_DIR/$instance.env"
+    rm -f "$INSTANCES_DIR/$instance.env" "$INSTANCES_DIR/$instance.pgid"
   elif [ "$(instance_runtime "$instance")" = docker ]; then
     if ! wait_until "${STOP_TIMEOUT:-15}" container_stopped "$instance"; then
       log "$instance did not stop in time: killing it"
@@ -282,7 +282,8 @@ forget_instance() {
   if [ -n "$(instance_field "$1" SUPERVISED)" ]; then
     unsupervise "$1"
   fi
-  rm -f "$INSTANCES_DIR/$1.info" "$INSTANCES_DIR/$1.env"
+  rm -f "$INSTANCES_DIR/$1.info" "$INSTANCES_DIR/$1.env" \
+    "$INSTANCES_DIR/$1.pgid"
 }
 
 lb_stats() {
