@@ -6,8 +6,8 @@ attempts to listen again, so after an outage of 15 s an instance heard
 nothing for up to 16 s more, and the pushes published meanwhile never
 reached its clients, which stayed connected and never knew. This manager
 (a subclass of ``PubSubManager``, the documented way to bring a queue of
-one's own) tries again every ``RETRY_INTERVAL`` seconds, and once it
-listens again tells its clients to catch up (the ``resync`` event: the
+one's own) tries again every ``RETRY_INTERVAL`` seconds, and each time it
+starts listening tells its clients to catch up (the ``resync`` event: the
 chat page then reads the changes feeds, as after a reconnection). The
 services that publish send ``resync`` themselves when they could not
 publish for a while (microflack_common.events).
@@ -73,8 +73,10 @@ class RedisQueue(socketio.PubSubManager):
                                 'clients told to catch up',
                                 time.monotonic() - lost_since)
                     lost_since = None
-                    self.emit(RESYNC_EVENT, {}, namespace='/',
-                              ignore_queue=True)
+                # Also the first time: the server subscribes when its first
+                # client connects, and a push published in between reached
+                # nobody here.
+                self.emit(RESYNC_EVENT, {}, namespace='/', ignore_queue=True)
                 for message in pubsub.listen():
                     if message.get('type') == 'message':
                         yield message['data']

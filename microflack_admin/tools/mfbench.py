@@ -81,11 +81,13 @@ class Platform:
         self.http = session()
 
     @classmethod
-    def install(cls, home):
+    def install(cls, home, settings=None):
+        """``settings``: more of the platform's settings (e.g. REDIS)."""
         env = {**os.environ, 'MF_HOME': str(home), 'MICROFLACK_IP': '127.0.0.1',
                'LB_PORT': str(free_port()), 'LOGS_PORT': str(free_port()),
                'MF_DB_PREFIX': 'mfbench_',
-               'REDIS_CHANNEL': f'mfbench-{uuid.uuid4().hex[:8]}'}
+               'REDIS_CHANNEL': f'mfbench-{uuid.uuid4().hex[:8]}',
+               **(settings or {})}
         # Two consecutive free ports for etcd (client and peer).
         while True:
             port = free_port()
@@ -621,16 +623,16 @@ def measure(platform, args):
     return r
 
 
-def run_measurements(prog, home, measure, home_prefix):
+def run_measurements(prog, home, measure, home_prefix, settings=None):
     """``measure(platform)`` on the platform running from ``home``, or, when
-    ``home`` is None, on a private one installed for the run and removed
-    afterwards (its databases too). Returns the results, or None after
-    saying what failed."""
+    ``home`` is None, on a private one installed for the run (with
+    ``settings``) and removed afterwards (its databases too). Returns the
+    results, or None after saying what failed."""
     private = home is None
     home = Path(tempfile.mkdtemp(prefix=home_prefix)) if private else home
     platform = None
     try:
-        platform = (Platform.install(home) if private
+        platform = (Platform.install(home, settings) if private
                     else Platform.existing(home))
         return measure(platform)
     except (RuntimeError, subprocess.CalledProcessError,

@@ -96,6 +96,23 @@ def test_a_pusher_back_from_an_outage_sends_a_resync_unasked(
     assert (resync['event'], resync['data']) == ('resync', [{}])
 
 
+def test_a_push_after_redis_dropped_the_connection_is_not_lost(
+        redis_address, subscriber):
+    """Redis restarted (here: it closed the pusher's connection): the next
+    push goes out on a new connection instead of being dropped."""
+    pusher = ModelPusher.from_redis(redis_address)
+    pusher.push('User', {'id': 1})
+    assert next_event(subscriber)['data'][0]['model'] == {'id': 1}
+    client_id = pusher._emitter.command('CLIENT', 'ID')
+    host, port = redis_address.rsplit(':', 1)
+    killer = redis_lib.Redis(host=host, port=int(port))
+    killer.execute_command('CLIENT', 'KILL', 'ID', client_id)
+    killer.close()
+    pusher.push('User', {'id': 2})
+    assert next_event(subscriber)['data'][0]['model'] == {'id': 2}
+    assert pusher.flush()
+
+
 def test_custom_channel(redis_address):
     host, port = redis_address.rsplit(':', 1)
     pubsub = redis_lib.Redis(host=host, port=int(port)).pubsub()
@@ -199,8 +216,9 @@ def test_publisher_reconnects_after_redis_dropped_it(redis_address,
     client_id = publisher.command('CLIENT', 'ID')
     redis_lib.Redis(host=host, port=int(port)).client_kill_filter(
         _id=client_id)
-    with pytest.raises((RedisError, OSError)):
-        publisher.emit('updated_model', {'id': 6})
+    # Sent again at once, on a new connection: not lost.
+    assert publisher.emit('updated_model', {'id': 6}) == '1'
+    assert next_event(subscriber)['data'] == [{'id': 6}]
     assert publisher.emit('updated_model', {'id': 7}) == '1'
     assert next_event(subscriber)['data'] == [{'id': 7}]
 

@@ -75,14 +75,20 @@ class RedisPublisher:
         return self.command('PUBLISH', self.channel, json.dumps(message))
 
     def command(self, *args):
-        """Send one command; its reply (a string), or RedisError."""
-        try:
-            if self._socket is None:
-                self._connect()
-            return self._call(args)
-        except Exception:
-            self.close()
-            raise
+        """Send one command; its reply (a string), or RedisError. A kept
+        connection that turns out dead (Redis restarted since) is replaced
+        at once and the command sent again on the new one."""
+        for attempt in (1, 2):
+            kept = self._socket is not None
+            try:
+                if not kept:
+                    self._connect()
+                return self._call(args)
+            except Exception:
+                self.close()
+                if not kept or attempt == 2:
+                    raise
+        raise AssertionError('unreachable')
 
     def close(self):
         if self._socket is not None:
