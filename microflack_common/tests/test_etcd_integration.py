@@ -132,8 +132,9 @@ def test_registration_rejects_bad_values(etcd, kwargs):
 def test_backend_options_from_the_config():
     from microflack_common.config import Config
     from microflack_common.registration import backend_options
-    # gunicorn's 2 workers x 4 threads, unless the environment says.
-    assert Config.LB_SERVER_MAXCONN == 8
+    # Four per thread of gunicorn's 2 workers x 4, unless the environment
+    # says.
+    assert Config.LB_SERVER_MAXCONN == 32
     assert Config.LB_TIMEOUT_SERVER == 10
     assert backend_options({'LB_ALGORITHM': 'roundrobin',
                             'LB_SERVER_MAXCONN': 8,
