@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
+from mfbench_faults import kill_database_connections, supervisorctl
 from mfplatform import (
     ADMIN,
     MixedLoad,
@@ -50,32 +51,8 @@ def faulty(tmp_path_factory):
         drop_test_databases(DB_PREFIX)
 
 
-def supervisorctl(platform, *args):
-    return subprocess.run(
-        [str(platform.home / 'admin-venv' / 'bin' / 'supervisorctl'), '-c',
-         str(platform.home / 'supervisor' / 'supervisord.conf'), *args],
-        capture_output=True, text=True, timeout=30)
-
-
 def bearer(token):
     return {'Authorization': f'Bearer {token}'}
-
-
-def kill_database_connections(prefix):
-    """As an operator's KILL (or a network fault) would: end every
-    connection of the platform's services to MariaDB. Returns how many."""
-    listing = subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e',
-         f"SELECT id FROM information_schema.processlist "
-         f"WHERE db LIKE '{prefix}%'"],
-        capture_output=True, text=True, check=True)
-    ids = [int(line) for line in listing.stdout.split()]
-    if ids:
-        # A connection may be gone already: each KILL on its own.
-        subprocess.run(['mariadb', '-uroot', '-f', '-e', ' '.join(
-            f'KILL CONNECTION {connection_id};' for connection_id in ids)],
-            capture_output=True, text=True)
-    return len(ids)
 
 
 def test_lost_database_connections_cost_no_get_and_no_500(faulty):

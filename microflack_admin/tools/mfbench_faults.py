@@ -192,6 +192,9 @@ def wait_for(predicate, timeout, interval=0.1):
 
 
 def kill_database_connections(prefix):
+    """As an operator's KILL (or a network fault) would: end every
+    connection of the platform's services to MariaDB (their databases
+    start with ``prefix``). Returns how many."""
     listing = subprocess.run(
         ['mariadb', '-uroot', '-N', '-e',
          f"SELECT id FROM information_schema.processlist "
