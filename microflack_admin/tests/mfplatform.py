@@ -1,6 +1,7 @@
 """A whole MicroFlack platform installed by setup-all-in-one.sh into a
 private MF_HOME, on free loopback ports, for the platform tests."""
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,14 @@ from microflack_common.testing import free_port
 
 ADMIN = Path(__file__).resolve().parent.parent
 ROOT = ADMIN.parent
+# Two checkouts may run their tests on one MariaDB at once: each names its
+# databases and users with a tag of its own, and drops only those.
+CHECKOUT_TAG = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+
+
+def checkout_db_prefix(name):
+    """The database prefix ``name`` of this checkout's test platforms."""
+    return f'{name}{CHECKOUT_TAG}_'
 
 
 def free_port_pair():
@@ -43,7 +52,7 @@ class Platform:
             'LB_PORT': str(free_port()),
             'ETCD_PORT': str(free_port_pair()),
             'LOGS_PORT': str(free_port()),
-            'MF_DB_PREFIX': 'mftest_',
+            'MF_DB_PREFIX': checkout_db_prefix('mftest'),
             # Its own pushes channel: other platforms may share the Redis.
             'REDIS_CHANNEL': f'mftest-{os.getpid()}-{free_port()}',
             'REDIS': os.environ.get('TEST_REDIS', '127.0.0.1:6379'),
@@ -238,7 +247,8 @@ class SteadyClient:
         self._thread.join(30)
 
 
-def drop_test_databases(prefix='mftest_'):
+def drop_test_databases(prefix=None):
+    prefix = prefix or checkout_db_prefix('mftest')
     if not shutil.which('mariadb'):
         return
     listing = subprocess.run(

@@ -14,7 +14,12 @@ import threading
 import time
 
 import pytest
-from mfplatform import Platform, api_flow, drop_test_databases
+from mfplatform import (
+    Platform,
+    api_flow,
+    checkout_db_prefix,
+    drop_test_databases,
+)
 from test_seed import seed_and_check
 from test_socketio_protocol import Client, message_push, new_user, unique
 from upgrades import (
@@ -28,7 +33,7 @@ from upgrades import (
 SERVICES = ['ui', 'users', 'tokens', 'messages', 'socketio']
 PREFIX = 'mftest_'
 BASE_IMAGE = 'mftest_base:bookworm'
-DB_PREFIX = 'mfdock_'
+DB_PREFIX = checkout_db_prefix('mfdock')
 
 
 def docker(*args, check=True):

@@ -24,13 +24,14 @@ from mfplatform import (
     ADMIN,
     MixedLoad,
     Platform,
+    checkout_db_prefix,
     drop_test_databases,
     table_ids,
 )
 
 from microflack_common.testing import free_port
 
-DB_PREFIX = 'mffault_'
+DB_PREFIX = checkout_db_prefix('mffault')
 # Connections one client address may hold (the platform's setting here).
 CLIENT_MAXCONN = 150
 

@@ -242,7 +242,8 @@ def test_mfenv_and_mfdev(platform):
     env = platform.run('mfenv', 'users').stdout
     assert f'ETCD={platform.etcd}' in env
     assert f'LB={platform.lb}' in env
-    assert 'DATABASE_URL=mysql+pymysql://mftest_users:' in env
+    prefix = platform.env['MF_DB_PREFIX']
+    assert f'DATABASE_URL=mysql+pymysql://{prefix}users:' in env
     platform.run('mfdev', 'start', 'users', '5999')
     upstream = platform.registry('/services/users')
     assert upstream['upstream']['users_dev'] == '127.0.0.1:5999'

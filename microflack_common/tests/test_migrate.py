@@ -8,6 +8,7 @@ through the unix socket, makes the test database and its user.
 """
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -30,8 +31,11 @@ from microflack_common.db_lock import (
 )
 from microflack_common.testing import wait_until
 
-MARIADB_DATABASE = 'mf_test_common_migrate'
-MARIADB_USER = 'mf_test_common'
+# Named per checkout: two checkouts may run their tests on one MariaDB.
+CHECKOUT_TAG = hashlib.sha256(
+    str(Path(__file__).resolve().parents[2]).encode()).hexdigest()[:6]
+MARIADB_DATABASE = f'mf_test{CHECKOUT_TAG}_common_migrate'
+MARIADB_USER = f'mf_test{CHECKOUT_TAG}_common'
 FIRST, SECOND = 'a1a1a1a1a1a1', 'b2b2b2b2b2b2'
 
 SERVICE = {
