@@ -13,6 +13,7 @@ too), links may only point to http, https or mailto URLs, and every link
 gets ``rel="nofollow"``.
 """
 import logging
+import threading
 
 import nh3
 from markdown_it import MarkdownIt
@@ -25,13 +26,25 @@ ALLOWED_ATTRIBUTES = {'a': {'href', 'title'}, 'abbr': {'title'},
                       'acronym': {'title'}}
 ALLOWED_SCHEMES = {'http', 'https', 'mailto'}
 
-_markdown = MarkdownIt('commonmark', {'linkify': True}).enable('linkify')
+# A parser per thread: markdown-it compiles its rule chains on first use
+# into a cache that is empty while it fills, so a thread rendering at that
+# moment through a shared parser gets no rules at all (an empty html, or an
+# error).
+_parsers = threading.local()
 _cleaner = nh3.Cleaner(
     tags=ALLOWED_TAGS, clean_content_tags={'script', 'style'},
     attributes=ALLOWED_ATTRIBUTES, url_schemes=ALLOWED_SCHEMES,
     url_relative='deny', link_rel='nofollow', strip_comments=True)
 
 
+def _parser():
+    parser = getattr(_parsers, 'markdown', None)
+    if parser is None:
+        parser = _parsers.markdown = MarkdownIt(
+            'commonmark', {'linkify': True}).enable('linkify')
+    return parser
+
+
 def render(source):
     """The sanitised HTML of a markdown source."""
-    return _cleaner.clean(_markdown.render(source)).strip()
+    return _cleaner.clean(_parser().render(source)).strip()

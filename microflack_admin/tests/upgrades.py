@@ -7,6 +7,7 @@ import time
 import uuid
 
 import lb_log
+import requests
 import socketio
 from mfplatform import ROOT, MixedLoad, table_ids
 
@@ -97,12 +98,29 @@ def bearer(token):
     return {'Authorization': f'Bearer {token}'}
 
 
+def warm_up_renderers(platform, token, posts_per_instance=40):
+    """Messages builds before 1.2.2 shared one markdown parser between a
+    worker's threads, and threads rendering a worker's first messages at
+    once could get a 500: every worker of the old build renders one
+    message alone first (a new connection a POST, so every worker
+    takes some)."""
+    for address in platform.registry('/services/messages/upstream').values():
+        for _ in range(posts_per_instance):
+            with requests.Session() as fresh:
+                fresh.trust_env = False
+                rv = fresh.post(f'http://{address}/api/messages',
+                                headers=bearer(token), timeout=10,
+                                json={'source': 'warm *up*'})
+            assert rv.status_code == 201, rv.text
+
+
 def roll_messages_under_load(platform, old_tag, new_tag):
     """3 instances of ``old_tag``, 8 clients posting and reading messages
     through the load balancer, ``mfupgrade roll messages``: no request
     fails and every message that got a 201 is stored."""
     run_instances(platform, 'messages', old_tag, 3)
     token = platform.user_with_token(f'load_{uuid.uuid4().hex[:8]}')
+    warm_up_renderers(platform, token)
     lb = platform.lb
     load = MixedLoad(
         get=lambda s: s.get(f'{lb}/api/messages', headers=bearer(token),

@@ -46,7 +46,8 @@ def test_migrations_downgrade_and_upgrade(app):
 def test_settings(app):
     assert app.config['SERVICE_NAME'] == 'messages'
     assert app.config['SERVICE_URL'] == '/api/messages'
-    assert app.config['VERSION'] == '1.2.1'
+    assert app.config['VERSION'] == (
+        Path(__file__).parent.parent / 'VERSION').read_text().strip()
     for name, value in {
             'MAX_MESSAGE_LENGTH': 10000, 'LINK_CONNECT_TIMEOUT': 3,
             'LINK_READ_TIMEOUT': 5, 'LINK_MAX_BYTES': 524288,

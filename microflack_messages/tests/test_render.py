@@ -1,6 +1,12 @@
 """Markdown rendering and sanitising (render.py), and its use by the API."""
-import pytest
+import importlib
+import threading
+import time
 
+import pytest
+from markdown_it import ruler
+
+import render as render_module
 from render import render
 
 
@@ -84,3 +90,38 @@ def test_html_is_rendered_when_posting(client, token):
         'hi \n'
         'visit <a href="http://example.com" rel="nofollow">'
         'http://example.com</a>')
+
+
+def test_threads_rendering_their_first_messages_at_once(monkeypatch):
+    """A worker's threads each render their first message at the same
+    moment: every one gets the full html (a shared parser gave some of
+    them no rules while another compiled them)."""
+    compile_rules = ruler.Ruler.__compile__
+
+    def slow_compile(self):
+        # Widens the window in which the cache exists but is still empty.
+        self.__cache__ = {}
+        time.sleep(0.05)
+        compile_rules(self)
+
+    monkeypatch.setattr(ruler.Ruler, '__compile__', slow_compile)
+    fresh = importlib.reload(render_module)
+    source = '**bold** and http://example.com'
+    expected = ('<strong>bold</strong> and <a href="http://example.com" '
+                'rel="nofollow">http://example.com</a>')
+    start = threading.Barrier(6)
+    results = []
+
+    def first_render():
+        start.wait()
+        try:
+            results.append(fresh.render(source))
+        except Exception as exc:  # noqa: BLE001 - the failure to report
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=first_render) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == [expected] * 6
