@@ -12,6 +12,7 @@ import pytest
 import urllib3
 
 from microflack_common.etcd_client import EtcdClient
+from microflack_common.testing import free_port, wait_until
 
 SERVICE = {
     'config.py': '''
@@ -44,18 +45,7 @@ def service_dir(tmp_path):
     return tmp_path
 
 
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError('condition not met in time')
-
-
 def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
-    from microflack_common.testing import free_port
     port = free_port()
     etcd = EtcdClient(etcd_url)
     env = {**os.environ, 'FLASK_CONFIG': 'prod', 'ETCD': etcd_url,
@@ -70,7 +60,7 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         key = '/services/sample/upstream/sample_1'
-        wait_for(lambda: etcd.get_value(key))
+        assert wait_until(lambda: etcd.get_value(key), 10)
         assert etcd.get_value(key) == f'127.0.0.1:{port}'
         assert etcd.get_value('/services/sample/location') == '/api/sample'
         assert etcd.get_value('/services/sample/backend/balance') == \
@@ -81,7 +71,7 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
 
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
-        wait_for(lambda: etcd.get_value(key) is None, timeout=2)
+        assert wait_until(lambda: etcd.get_value(key) is None, 2)
         # Still serving while the load balancer catches up.
         assert http.request('GET', url, retries=False).status == 200
         assert process.wait(10) == 0

@@ -16,17 +16,15 @@ import tasks
 from app import create_app
 from config import TestConfig
 from microflack_common.testing import (
-    ApiClient,
     FakeEtcd,
     FakeServiceClient,
     RecordingPusher,
-    empty_tables,
-    make_token,
-    migrate_test_database,
-    reset_fakes,
+    clean_database_app,
+    database_app,
 )
-from microflack_common.utils import timestamp
 from models import Message, db
+
+pytest_plugins = ['microflack_common.testing.plugin']
 
 
 class SessionTestConfig(TestConfig):
@@ -37,23 +35,19 @@ class SessionTestConfig(TestConfig):
 
 @pytest.fixture(scope='session')
 def app():
-    app = create_app(SessionTestConfig, etcd=FakeEtcd(),
-                     http=FakeServiceClient(), pusher=RecordingPusher())
-    with app.app_context():
-        migrate_test_database(db)
-    yield app
-    tasks.shutdown(app=app)
-    with app.app_context():
-        db.engine.dispose()
+    for app in database_app(create_app, SessionTestConfig, db,
+                            etcd=FakeEtcd(), http=FakeServiceClient(),
+                            pusher=RecordingPusher()):
+        yield app
+        # Before the database goes: no link is still being fetched.
+        tasks.shutdown(app=app)
 
 
 @pytest.fixture(autouse=True)
 def clean_state(app, network_guard):
     """Empty table, registry and recorded pushes; no task left running
     (waited for before the safety net below and any setting is undone)."""
-    with app.app_context():
-        empty_tables(db)
-    reset_fakes(app)
+    clean_database_app(app, db)
     yield
     assert tasks.wait_for_background(10, app=app), 'a task did not finish'
 
@@ -109,37 +103,6 @@ def dns(network_guard):
 
 
 @pytest.fixture
-def etcd(app):
-    return app.extensions['microflack'].etcd
-
-
-@pytest.fixture
-def pusher(app):
-    return app.extensions['microflack'].pusher
-
-
-@pytest.fixture
-def client(app):
-    return ApiClient(app)
-
-
-@pytest.fixture
-def token(app):
-    def make(user_id=1, expires_in=3600):
-        return make_token(app, user_id, expires_in)
-    return make
-
-
-@pytest.fixture
-def settings(app, monkeypatch):
-    """``settings(NAME=value, ...)`` changes the app's config for one test."""
-    def change(**values):
-        for name, value in values.items():
-            monkeypatch.setitem(app.config, name, value)
-    return change
-
-
-@pytest.fixture
 def private_links(settings):
     """The test servers are on 127.0.0.1: let the fetcher reach them."""
     settings(ALLOW_PRIVATE_LINKS=True)
@@ -185,8 +148,3 @@ def settle(app):
     def wait(timeout=10):
         assert tasks.wait_for_background(timeout, app=app)
     return wait
-
-
-@pytest.fixture
-def now():
-    return timestamp()

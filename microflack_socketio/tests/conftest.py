@@ -2,23 +2,13 @@
 test clients connected to it; for the integration tests the real Redis the
 test command starts (TEST_REDIS, 127.0.0.1:6379 by default), a private
 etcd, and helpers to serve an app on 127.0.0.1."""
-import os
-import socket
-import threading
-import time
-from contextlib import contextmanager
-
 import pytest
-from werkzeug.serving import make_server
 
 from app import create_app
 from config import TestConfig
-from microflack_common.testing import (
-    EtcdServer,
-    FakeEtcd,
-    FakeResponse,
-    FakeServiceClient,
-)
+from microflack_common.testing import FakeEtcd, FakeResponse, FakeServiceClient
+
+pytest_plugins = ['microflack_common.testing.plugin']
 
 USERS_ME = '/api/users/me'
 MESSAGES = '/api/messages'
@@ -64,51 +54,3 @@ def connect(app, socketio):
     for client in clients:
         if client.is_connected():
             client.disconnect()
-
-
-def wait_for(condition, timeout=5.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('condition not met in time')
-        time.sleep(interval)
-
-
-@pytest.fixture(scope='session')
-def redis_address():
-    """host:port of the Redis the test command started (or found)."""
-    address = os.environ.get('TEST_REDIS', '127.0.0.1:6379')
-    host, port = address.rsplit(':', 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        pytest.fail(f'no Redis at {address}: the test command starts one')
-    return address
-
-
-@contextmanager
-def serving(app):
-    """Serve ``app`` (threading async mode) on 127.0.0.1; yields its URL."""
-    server = make_server('127.0.0.1', 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_port}'
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.fixture(scope='session')
-def etcd_url(tmp_path_factory):
-    """A private etcd (v2 API on) on 127.0.0.1 for this test session."""
-    try:
-        server = EtcdServer(tmp_path_factory.mktemp('etcd')).start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    yield server.url
-    server.stop()

@@ -8,8 +8,8 @@ import pytest
 import requests
 import socketio as socketio_lib
 
-from conftest import MESSAGES, USERS_ME, answer, serving
-from microflack_common.testing import FakeResponse
+from conftest import MESSAGES, USERS_ME, answer
+from microflack_common.testing import FakeResponse, serving
 
 EXPIRED = {'name': 'expired_token', 'args': [], 'namespace': '/'}
 TOKEN = 'eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjo3fQ.c2lnbmF0dXJl'

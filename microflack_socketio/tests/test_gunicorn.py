@@ -18,10 +18,9 @@ import pytest
 import socketio as socketio_lib
 import urllib3
 
-from conftest import wait_for
 from microflack_common.etcd_client import EtcdClient
 from microflack_common.events import ModelPusher
-from microflack_common.testing import free_port
+from microflack_common.testing import free_port, wait_until
 
 SERVICE_DIR = Path(__file__).resolve().parent.parent
 GOOD, SLOW = 'good.token', 'slow.token'
@@ -135,7 +134,8 @@ def gunicorn(api, etcd_url, redis_address, tmp_path):
                                     retries=False).status == 200
             except urllib3.exceptions.HTTPError:
                 return False
-        wait_for(healthy, timeout=30, interval=0.1)
+        assert wait_until(healthy, 30, 0.1), (
+            'no answer on /health:\n' + server.output())
         return server
     yield start
     for server in started:
@@ -290,7 +290,7 @@ def test_registration_lives_on_and_leaves_first_on_sigterm(gunicorn,
     workers stop serving."""
     server = gunicorn(REGISTRATION_TTL='3', REGISTRATION_REFRESH='1')
     etcd = EtcdClient(etcd_url)
-    wait_for(lambda: etcd.get_value(server.etcd_key))
+    assert wait_until(lambda: etcd.get_value(server.etcd_key), 5)
     assert etcd.get_value(server.etcd_key) == f'127.0.0.1:{server.port}'
     assert etcd.get_value('/services/socketio/location') == '/socket.io'
     assert etcd.get_value('/services/socketio/backend/balance') == 'source'
@@ -299,7 +299,7 @@ def test_registration_lives_on_and_leaves_first_on_sigterm(gunicorn,
 
     stopped_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
-    wait_for(lambda: etcd.get_value(server.etcd_key) is None, timeout=2)
+    assert wait_until(lambda: etcd.get_value(server.etcd_key) is None, 2)
     http = urllib3.PoolManager()
     rv = http.request('GET', server.url + '/health', retries=False)
     assert rv.status == 200     # still serving while the LB catches up

@@ -16,9 +16,9 @@ import socketio as socketio_lib
 
 from app import create_app
 from config import TestConfig
-from conftest import USERS_ME, answer, serving, wait_for
+from conftest import USERS_ME, answer
 from microflack_common.events import CHANNEL, ModelPusher
-from microflack_common.testing import FakeEtcd, free_port
+from microflack_common.testing import FakeEtcd, free_port, serving, wait_until
 
 
 class Client:
@@ -111,7 +111,7 @@ def test_push_reaches_a_connected_client(make_app, clients, redis_client,
     with serving(make_app()) as url:
         client = clients(url)
         # The server subscribes when its first client connects.
-        wait_for(lambda: listeners(redis_client) >= before + 1)
+        assert wait_until(lambda: listeners(redis_client) >= before + 1, 5)
         marker = uuid.uuid4().hex
         model = {'id': 1, 'nickname': 'susan', 'marker': marker}
         push(redis_address, 'User', model)
@@ -126,7 +126,7 @@ def test_one_push_reaches_every_instance(make_app, clients, redis_client,
     with serving(make_app()) as first_url, serving(make_app()) as second_url:
         alice, bob = clients(first_url), clients(first_url)
         carol = clients(second_url)
-        wait_for(lambda: listeners(redis_client) >= before + 2)
+        assert wait_until(lambda: listeners(redis_client) >= before + 2, 5)
         marker = uuid.uuid4().hex
         model = {'id': 5, 'source': 'hi', 'html': 'hi', 'marker': marker}
         push(redis_address, 'Message', model)
@@ -148,7 +148,7 @@ def test_expired_token_stays_with_its_client(make_app, clients, http,
     with serving(make_app()) as first_url, serving(make_app()) as second_url:
         alice, bob = clients(first_url), clients(first_url)
         carol = clients(second_url)
-        wait_for(lambda: listeners(redis_client) >= before + 2)
+        assert wait_until(lambda: listeners(redis_client) >= before + 2, 5)
         alice.sio.emit('ping_user', 'some.expired.token')
         assert alice.next('expired_token') == ()
         time.sleep(0.3)
@@ -168,7 +168,7 @@ def test_events_still_work_while_redis_is_down(http, clients):
     with serving(app) as url:
         client = clients(url)
         client.sio.emit('ping_user', 'good.token')
-        wait_for(lambda: http.calls)
+        assert wait_until(lambda: http.calls, 5)
         assert http.calls[0] == ('PUT', USERS_ME, {'token': 'good.token'})
         http.routes[('PUT', USERS_ME)] = answer(401)
         client.sio.emit('ping_user', 'good.token')
@@ -198,7 +198,7 @@ class PrivateRedis:
                 return client.ping()
             except redis_lib.RedisError:
                 return False
-        wait_for(answers)
+        assert wait_until(answers, 5)
         client.close()
         return self
 

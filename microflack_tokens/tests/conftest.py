@@ -2,24 +2,11 @@ import pytest
 
 from app import create_app
 from config import TestConfig
-from microflack_common.testing import ApiClient, FakeEtcd, FakeServiceClient
+from microflack_common.testing import FakeEtcd, FakeServiceClient
+
+pytest_plugins = ['microflack_common.testing.plugin']
 
 
 @pytest.fixture
-def etcd():
-    return FakeEtcd()
-
-
-@pytest.fixture
-def http():
-    return FakeServiceClient()
-
-
-@pytest.fixture
-def app(etcd, http):
-    return create_app(TestConfig, etcd=etcd, http=http)
-
-
-@pytest.fixture
-def client(app):
-    return ApiClient(app)
+def app():
+    return create_app(TestConfig, etcd=FakeEtcd(), http=FakeServiceClient())

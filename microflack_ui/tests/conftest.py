@@ -4,38 +4,21 @@ from app import create_app
 from config import TestConfig
 from microflack_common.testing import ApiClient, FakeEtcd, FakeServiceClient
 
-
-@pytest.fixture
-def etcd():
-    return FakeEtcd()
+pytest_plugins = ['microflack_common.testing.plugin']
 
 
-@pytest.fixture
-def http():
-    return FakeServiceClient()
-
-
-@pytest.fixture
-def app(etcd, http):
-    """The ui with its default settings (Socket.IO mode)."""
-    class DefaultConfig(TestConfig):
-        UI_SOCKETIO = True
-    return create_app(DefaultConfig, etcd=etcd, http=http)
+def ui_app(socketio):
+    """The ui with Socket.IO on (its default) or off (the client polls)."""
+    class Config(TestConfig):
+        UI_SOCKETIO = socketio
+    return create_app(Config, etcd=FakeEtcd(), http=FakeServiceClient())
 
 
 @pytest.fixture
-def client(app):
-    return ApiClient(app)
+def app():
+    return ui_app(socketio=True)
 
 
 @pytest.fixture
-def polling_app(etcd, http):
-    """The ui configured with UI_SOCKETIO=0 (the client polls)."""
-    class PollingConfig(TestConfig):
-        UI_SOCKETIO = False
-    return create_app(PollingConfig, etcd=etcd, http=http)
-
-
-@pytest.fixture
-def polling_client(polling_app):
-    return ApiClient(polling_app)
+def polling_client():
+    return ApiClient(ui_app(socketio=False))

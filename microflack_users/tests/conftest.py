@@ -4,8 +4,6 @@ services and the pushes.
 
 TEST_DATABASE_URL picks the database (in-memory SQLite by default).
 """
-import time
-
 import pytest
 import sqlalchemy as sa
 
@@ -14,17 +12,16 @@ import tasks
 from app import create_app
 from config import TestConfig
 from microflack_common.testing import (
-    ApiClient,
     FakeEtcd,
     FakeServiceClient,
     RecordingPusher,
-    empty_tables,
-    make_token,
-    migrate_test_database,
-    reset_fakes,
+    clean_database_app,
+    database_app,
 )
 from microflack_common.utils import timestamp
 from models import User, db
+
+pytest_plugins = ['microflack_common.testing.plugin']
 
 
 class SessionTestConfig(TestConfig):
@@ -35,36 +32,15 @@ class SessionTestConfig(TestConfig):
 
 @pytest.fixture(scope='session')
 def app():
-    app = create_app(SessionTestConfig, etcd=FakeEtcd(),
-                     http=FakeServiceClient(), pusher=RecordingPusher())
-    with app.app_context():
-        migrate_test_database(db)
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    yield from database_app(create_app, SessionTestConfig, db,
+                            etcd=FakeEtcd(), http=FakeServiceClient(),
+                            pusher=RecordingPusher())
 
 
 @pytest.fixture(autouse=True)
 def clean_state(app):
     """Empty tables (alembic_version stays), registry and recorded pushes."""
-    with app.app_context():
-        empty_tables(db)
-    reset_fakes(app)
-
-
-@pytest.fixture
-def etcd(app):
-    return app.extensions['microflack'].etcd
-
-
-@pytest.fixture
-def pusher(app):
-    return app.extensions['microflack'].pusher
-
-
-@pytest.fixture
-def client(app):
-    return ApiClient(app)
+    clean_database_app(app, db)
 
 
 @pytest.fixture
@@ -81,13 +57,6 @@ def add_user(app, pusher):
         pusher.pushes.clear()
         return user_id
     return add
-
-
-@pytest.fixture
-def token(app):
-    def make(user_id, expires_in=3600):
-        return make_token(app, user_id, expires_in)
-    return make
 
 
 @pytest.fixture
@@ -114,25 +83,3 @@ def clock(monkeypatch):
     monkeypatch.setattr(models, 'timestamp', lambda: clock.now)
     monkeypatch.setattr(tasks, 'timestamp', lambda: clock.now)
     return clock
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError('condition not met in time')
-        time.sleep(0.01)
-
-
-@pytest.fixture
-def now():
-    return timestamp()
-
-
-@pytest.fixture
-def settings(app, monkeypatch):
-    """``settings(NAME=value, ...)`` changes the app's config for one test."""
-    def change(**values):
-        for name, value in values.items():
-            monkeypatch.setitem(app.config, name, value)
-    return change

@@ -5,8 +5,8 @@ import time
 import pytest
 
 import tasks
-from conftest import wait_for
 from microflack_common.config import ConfigError
+from microflack_common.testing import wait_until
 from tasks import OfflineSweep, sweep_offline_users
 
 
@@ -56,7 +56,7 @@ def test_sweep_thread_starts_and_stops(app, add_user, rows, pusher):
         assert sweep.running
         assert sweep.start() is sweep           # starting twice: one thread
         assert len(sweep_threads()) == 1
-        wait_for(lambda: pusher.pushes)
+        assert wait_until(lambda: pusher.pushes, 5)
     finally:
         sweep.stop()
     assert not sweep.running and sweep_threads() == []
@@ -70,7 +70,7 @@ def test_sweep_thread_starts_and_stops(app, add_user, rows, pusher):
     # ...until it is started again.
     sweep.start()
     try:
-        wait_for(lambda: pusher.pushes)
+        assert wait_until(lambda: pusher.pushes, 5)
     finally:
         sweep.stop()
     assert rows()[1]['online'] is False
@@ -88,7 +88,7 @@ def test_sweep_errors_are_logged_and_the_loop_goes_on(app, monkeypatch,
     monkeypatch.setattr(tasks, 'sweep_offline_users', flaky)
     sweep = OfflineSweep(app, interval=0.01).start()
     try:
-        wait_for(lambda: len(calls) >= 3)
+        assert wait_until(lambda: len(calls) >= 3, 5)
     finally:
         sweep.stop()
     assert 'offline sweep failed' in caplog.text

@@ -1,0 +1,87 @@
+"""Real servers on loopback for integration tests: free ports, a private
+etcd, a WSGI app served from a thread."""
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from contextlib import contextmanager
+
+from ..polling import wait_for_port, wait_until
+
+__all__ = ['EtcdServer', 'free_port', 'serving', 'wait_for_port']
+
+
+def free_port(host='127.0.0.1'):
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EtcdServer:
+    """A private single-node etcd (v2 API on) on loopback, with its data in
+    ``data_dir``; can be stopped and started again."""
+
+    def __init__(self, data_dir, binary=None):
+        self.binary = binary or shutil.which('etcd') or (
+            '/usr/bin/etcd' if os.access('/usr/bin/etcd', os.X_OK) else None)
+        if self.binary is None:
+            raise RuntimeError('etcd is not installed (setup-host.sh '
+                               'installs etcd-server)')
+        self.data_dir = str(data_dir)
+        self.port, self.peer_port = free_port(), free_port()
+        self.url = f'http://127.0.0.1:{self.port}'
+        self.process = None
+
+    def start(self, timeout=15):
+        import urllib3
+        peer = f'http://127.0.0.1:{self.peer_port}'
+        self.process = subprocess.Popen(
+            [self.binary, '--enable-v2=true', '--name', 'test',
+             '--data-dir', self.data_dir,
+             '--listen-client-urls', self.url,
+             '--advertise-client-urls', self.url,
+             '--listen-peer-urls', peer,
+             '--initial-advertise-peer-urls', peer,
+             '--initial-cluster', f'test={peer}'],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        http = urllib3.PoolManager(retries=False)
+
+        def ready():
+            try:
+                return http.request('GET', self.url + '/v2/keys/',
+                                    timeout=1).status == 200
+            except urllib3.exceptions.HTTPError:
+                return False
+        if not wait_until(ready, timeout):
+            self.stop()
+            raise RuntimeError('etcd did not start')
+        return self
+
+    def stop(self, timeout=10):
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@contextmanager
+def serving(app):
+    """Serve a WSGI ``app`` (threaded) on 127.0.0.1; yields its URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server('127.0.0.1', 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_port}'
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
