@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 
 import pytest
@@ -87,6 +88,14 @@ def redis_address():
     except OSError:
         pytest.fail(f'no Redis at {address}: the test command starts one')
     return address
+
+
+@pytest.fixture
+def channel():
+    """A pushes channel of this test's own: the listeners and pushes it
+    counts are its own (a platform running on this host listens on the
+    default channel of the same Redis)."""
+    return f'microflack-test-{uuid.uuid4().hex}'
 
 
 @contextmanager
