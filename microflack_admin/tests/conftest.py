@@ -23,6 +23,7 @@ if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
 from lb_config import Settings, render  # noqa: E402
+from mfplatform import clean_environ  # noqa: E402
 
 from microflack_common.etcd_client import EtcdClient, EtcdKeyNotFound  # noqa: E402
 from microflack_common.testing import EtcdServer, free_port  # noqa: E402
@@ -228,7 +229,8 @@ class LoadBalancer:
                 '--state-file', s.state_file, *extra]
 
     def _env(self):
-        return dict(os.environ, STATS_PASSWORD=self.settings.stats_password)
+        return dict(clean_environ(),
+                    STATS_PASSWORD=self.settings.stats_password)
 
     def start(self):
         # HAProxy starts with no service (as after `lb_watcher.py --once`

@@ -1,6 +1,7 @@
 """A whole MicroFlack platform installed by setup-all-in-one.sh into a
 private MF_HOME, on free loopback ports, for the platform tests."""
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -22,6 +23,21 @@ ROOT = ADMIN.parent
 # Two checkouts may run their tests on one MariaDB at once: each names its
 # databases and users with a tag of its own, and drops only those.
 CHECKOUT_TAG = hashlib.sha256(str(ROOT).encode()).hexdigest()[:6]
+
+
+def clean_environ():
+    """The caller's environment variables that a test may pass on (those
+    that tests/passenv names: the user, proxies, the test command's own
+    settings): none of a host installation's settings, so that a setting
+    a test does not give comes from the project's defaults."""
+    patterns = []
+    for line in (ADMIN / 'tests' / 'passenv').read_text().splitlines():
+        line = line.split('#', 1)[0].strip()
+        if line:
+            patterns.append(line)
+    return {name: value for name, value in os.environ.items()
+            if any(fnmatch.fnmatchcase(name, pattern)
+                   for pattern in patterns)}
 
 
 def checkout_db_prefix(name):
@@ -46,7 +62,7 @@ class Platform:
     def __init__(self, home, settings=None):
         self.home = Path(home)
         self.env = {
-            **os.environ,
+            **clean_environ(),
             'MF_HOME': str(self.home),
             'MICROFLACK_IP': '127.0.0.1',
             'LB_PORT': str(free_port()),
@@ -58,8 +74,6 @@ class Platform:
             'REDIS': os.environ.get('TEST_REDIS', '127.0.0.1:6379'),
             **(settings or {}),
         }
-        for name in ('LB', 'ETCD', 'WHEELHOUSE'):
-            self.env.pop(name, None)
         if os.environ.get('MF_TEST_WHEELHOUSE'):
             # The test command's wheelhouse: no second download.
             self.env['WHEELHOUSE'] = os.environ['MF_TEST_WHEELHOUSE']

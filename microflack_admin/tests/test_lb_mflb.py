@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
+from mfplatform import clean_environ
 
 from conftest import ADMIN, free_port, wait_for_port, wait_until
 
@@ -28,8 +29,7 @@ def wheelhouse():
 
 
 def environment(mf_home, etcd_url, **changes):
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(('LB', 'STATS_', 'MICROFLACK_', 'ETCD'))}
+    env = clean_environ()
     env.update(MF_HOME=str(mf_home), WHEELHOUSE=wheelhouse(), ETCD=etcd_url,
                LB_BIND='127.0.0.1', LB_PORT=str(free_port()),
                STATS_USER='admin', STATS_PASSWORD='pass#word:1')

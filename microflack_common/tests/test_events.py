@@ -25,12 +25,24 @@ from microflack_common.service import init_service
 from microflack_common.testing import RecordingPusher
 
 
+@pytest.fixture(scope='module', autouse=True)
+def platform_listening(redis_address):
+    """A platform running on this host (its socketio instances listen on
+    the default channel of the same Redis) changes nothing here."""
+    host, port = redis_address.rsplit(':', 1)
+    pubsub = redis_lib.Redis(host=host, port=int(port)).pubsub()
+    pubsub.subscribe(CHANNEL)
+    pubsub.get_message(timeout=1)       # the subscribe confirmation
+    yield
+    pubsub.close()
+
+
 @pytest.fixture
-def subscriber(redis_address):
+def subscriber(redis_address, channel):
     host, port = redis_address.rsplit(':', 1)
     client = redis_lib.Redis(host=host, port=int(port))
     pubsub = client.pubsub()
-    pubsub.subscribe('flask-socketio')
+    pubsub.subscribe(channel)
     pubsub.get_message(timeout=1)       # the subscribe confirmation
     yield pubsub
     pubsub.close()
@@ -45,8 +57,8 @@ def next_event(pubsub, timeout=5):
     raise AssertionError('no event published')
 
 
-def test_push_reaches_redis(redis_address, subscriber):
-    pusher = ModelPusher.from_redis(redis_address)
+def test_push_reaches_redis(redis_address, channel, subscriber):
+    pusher = ModelPusher.from_redis(redis_address, channel)
     pusher.push('User', {'id': 1, 'nickname': 'susan'})
     event = next_event(subscriber)
     assert event['method'] == 'emit'
@@ -57,7 +69,8 @@ def test_push_reaches_redis(redis_address, subscriber):
     assert pusher.flush()
 
 
-def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
+def test_redis_down_drops_and_recovers(redis_address, channel, subscriber,
+                                       caplog):
     from microflack_common.testing import free_port
     caplog.set_level(logging.INFO, logger='microflack_common.events')
     pusher = ModelPusher.from_redis(f'127.0.0.1:{free_port()}')
@@ -68,7 +81,7 @@ def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
     assert 'cannot push User update' in caplog.text
     # The same pusher works again once its Redis is reachable.
     pusher._emitter_factory = ModelPusher.from_redis(
-        redis_address)._emitter_factory
+        redis_address, channel)._emitter_factory
     pusher._emitter = None
     pusher._retry_at = 0
     pusher.push('Message', {'id': 2})
@@ -81,7 +94,7 @@ def test_redis_down_drops_and_recovers(redis_address, subscriber, caplog):
 
 
 def test_a_pusher_back_from_an_outage_sends_a_resync_unasked(
-        redis_address, subscriber):
+        redis_address, channel, subscriber):
     """Nothing more is pushed after the pushes that were dropped: the
     pusher still tells the clients, within a second or so of Redis being
     back."""
@@ -90,17 +103,17 @@ def test_a_pusher_back_from_an_outage_sends_a_resync_unasked(
     pusher.push('User', {'id': 1})          # dropped
     assert pusher.flush(10)
     pusher._emitter_factory = ModelPusher.from_redis(
-        redis_address)._emitter_factory
+        redis_address, channel)._emitter_factory
     pusher._emitter = None
     resync = next_event(subscriber)
     assert (resync['event'], resync['data']) == ('resync', [{}])
 
 
 def test_a_push_after_redis_dropped_the_connection_is_not_lost(
-        redis_address, subscriber):
+        redis_address, channel, subscriber):
     """Redis restarted (here: it closed the pusher's connection): the next
     push goes out on a new connection instead of being dropped."""
-    pusher = ModelPusher.from_redis(redis_address)
+    pusher = ModelPusher.from_redis(redis_address, channel)
     pusher.push('User', {'id': 1})
     assert next_event(subscriber)['data'][0]['model'] == {'id': 1}
     client_id = pusher._emitter.command('CLIENT', 'ID')
@@ -113,18 +126,15 @@ def test_a_push_after_redis_dropped_the_connection_is_not_lost(
     assert pusher.flush()
 
 
-def test_custom_channel(redis_address):
-    host, port = redis_address.rsplit(':', 1)
-    pubsub = redis_lib.Redis(host=host, port=int(port)).pubsub()
-    pubsub.subscribe('microflack-test-channel')
-    pubsub.get_message(timeout=1)
-    try:
-        pusher = ModelPusher.from_redis(redis_address,
-                                        'microflack-test-channel')
-        pusher.push('User', {'id': 3})
-        assert next_event(pubsub)['data'][0]['model'] == {'id': 3}
-    finally:
-        pubsub.close()
+def test_custom_channel(redis_address, channel, subscriber):
+    pusher = ModelPusher.from_redis(redis_address, channel)
+    pusher.push('User', {'id': 3})
+    assert next_event(subscriber)['data'][0]['model'] == {'id': 3}
+
+
+def test_the_default_channel_is_flask_socketios():
+    assert RedisPublisher('127.0.0.1:6379').channel == CHANNEL
+    assert CHANNEL == 'flask-socketio'
 
 
 def test_no_redis_means_no_pushes():
@@ -177,14 +187,15 @@ def test_track_model_changes_pushes_after_commit():
         session.close()
 
 
-def test_pushes_are_python_socketio_messages(redis_address, subscriber):
+def test_pushes_are_python_socketio_messages(redis_address, channel,
+                                             subscriber):
     """The socketio service's listener reads what python-socketio's own
     write-only Redis manager publishes: the publisher sends the very same
     message (only the sender's random id differs)."""
     import socketio
     model = {'class': 'User', 'model': {'id': 1, 'nickname': 'susan'}}
-    RedisPublisher(redis_address).emit('updated_model', model)
-    theirs = socketio.RedisManager(redis_url(redis_address), channel=CHANNEL,
+    RedisPublisher(redis_address, channel).emit('updated_model', model)
+    theirs = socketio.RedisManager(redis_url(redis_address), channel=channel,
                                    write_only=True)
     theirs.emit('updated_model', model, namespace='/')
     ours, reference = next_event(subscriber), next_event(subscriber)
@@ -192,8 +203,8 @@ def test_pushes_are_python_socketio_messages(redis_address, subscriber):
     assert ours == reference
 
 
-def test_publisher_selects_its_database(redis_address, subscriber):
-    publisher = RedisPublisher(f'redis://{redis_address}/3')
+def test_publisher_selects_its_database(redis_address, channel, subscriber):
+    publisher = RedisPublisher(f'redis://{redis_address}/3', channel)
     assert publisher.database == 3
     assert publisher.emit('updated_model', {'id': 4}) == '1'   # 1 listener
     assert next_event(subscriber)['data'] == [{'id': 4}]
@@ -209,10 +220,10 @@ def test_publisher_reports_redis_errors(redis_address):
     assert publisher._socket is None
 
 
-def test_publisher_reconnects_after_redis_dropped_it(redis_address,
+def test_publisher_reconnects_after_redis_dropped_it(redis_address, channel,
                                                      subscriber):
     host, port = redis_address.rsplit(':', 1)
-    publisher = RedisPublisher(redis_address)
+    publisher = RedisPublisher(redis_address, channel)
     client_id = publisher.command('CLIENT', 'ID')
     redis_lib.Redis(host=host, port=int(port)).client_kill_filter(
         _id=client_id)

@@ -89,7 +89,7 @@ class Gunicorn:
 
 
 @pytest.fixture
-def gunicorn(api, etcd_url, redis_address, tmp_path):
+def gunicorn(api, etcd_url, redis_address, channel, tmp_path):
     """Starts the service with its boot.sh, as mfrun does; stops it."""
     started = []
 
@@ -107,7 +107,8 @@ def gunicorn(api, etcd_url, redis_address, tmp_path):
             env.pop(name, None)
         env.update({'FLASK_CONFIG': 'prod', 'SECRET_KEY': 's',
                     'JWT_SECRET_KEY': 'j', 'ETCD': etcd_url, 'LB': api.url,
-                    'REDIS': redis_address, 'INSTANCE_NAME': instance,
+                    'REDIS': redis_address, 'REDIS_CHANNEL': channel,
+                    'INSTANCE_NAME': instance,
                     'DRAIN_GRACE': '0.5', 'XDG_RUNTIME_DIR': str(tmp_path)},
                    **settings)
         if register:
@@ -215,7 +216,8 @@ def test_serves_health_and_socket_io(gunicorn, tmp_path):
     assert 'Traceback' not in output
 
 
-def test_events_over_websocket(gunicorn, api, clients, redis_address):
+def test_events_over_websocket(gunicorn, api, clients, redis_address,
+                               channel):
     server = gunicorn(register=False)
     alice, bob = clients(server.url), clients(server.url)
     assert alice.sio.transport() == 'websocket'
@@ -240,7 +242,7 @@ def test_events_over_websocket(gunicorn, api, clients, redis_address):
     assert answered - asked < 0.5
 
     marker = uuid.uuid4().hex
-    pusher = ModelPusher.from_redis(redis_address)
+    pusher = ModelPusher.from_redis(redis_address, channel)
     pusher.push('User', {'id': 3, 'marker': marker})
     assert pusher.flush()
     for client in (alice, bob):

@@ -17,7 +17,7 @@ import socketio as socketio_lib
 from app import create_app
 from config import TestConfig
 from conftest import USERS_ME, answer
-from microflack_common.events import CHANNEL, ModelPusher
+from microflack_common.events import ModelPusher
 from microflack_common.testing import FakeEtcd, free_port, serving, wait_until
 
 
@@ -61,9 +61,10 @@ class Client:
 
 
 @pytest.fixture
-def make_app(redis_address, http):
+def make_app(redis_address, channel, http):
     class QueueConfig(TestConfig):
         REDIS = redis_address
+        REDIS_CHANNEL = channel
 
     def make():
         return create_app(QueueConfig, etcd=FakeEtcd(), http=http)
@@ -91,45 +92,43 @@ def clients():
         client.sio.disconnect()
 
 
-def listeners(redis_client):
-    return dict(redis_client.pubsub_numsub(CHANNEL))[CHANNEL.encode()]
+def listeners(redis_client, channel):
+    return dict(redis_client.pubsub_numsub(channel))[channel.encode()]
 
 
 def marked(marker):
     return lambda args: args[0]['model'].get('marker') == marker
 
 
-def push(redis_address, class_name, model):
-    pusher = ModelPusher.from_redis(redis_address)
+def push(redis_address, channel, class_name, model):
+    pusher = ModelPusher.from_redis(redis_address, channel)
     pusher.push(class_name, model)
     assert pusher.flush()
 
 
 def test_push_reaches_a_connected_client(make_app, clients, redis_client,
-                                         redis_address):
-    before = listeners(redis_client)
+                                         redis_address, channel):
     with serving(make_app()) as url:
         client = clients(url)
         # The server subscribes when its first client connects.
-        assert wait_until(lambda: listeners(redis_client) >= before + 1, 5)
+        assert wait_until(lambda: listeners(redis_client, channel) == 1, 5)
         marker = uuid.uuid4().hex
         model = {'id': 1, 'nickname': 'susan', 'marker': marker}
-        push(redis_address, 'User', model)
+        push(redis_address, channel, 'User', model)
         args = client.next('updated_model', match=marked(marker))
         assert args == ({'class': 'User', 'model': model},)
         client.sio.disconnect()
 
 
 def test_one_push_reaches_every_instance(make_app, clients, redis_client,
-                                         redis_address):
-    before = listeners(redis_client)
+                                         redis_address, channel):
     with serving(make_app()) as first_url, serving(make_app()) as second_url:
         alice, bob = clients(first_url), clients(first_url)
         carol = clients(second_url)
-        assert wait_until(lambda: listeners(redis_client) >= before + 2, 5)
+        assert wait_until(lambda: listeners(redis_client, channel) == 2, 5)
         marker = uuid.uuid4().hex
         model = {'id': 5, 'source': 'hi', 'html': 'hi', 'marker': marker}
-        push(redis_address, 'Message', model)
+        push(redis_address, channel, 'Message', model)
         for client in (alice, bob, carol):
             args = client.next('updated_model', match=marked(marker))
             assert args == ({'class': 'Message', 'model': model},)
@@ -141,14 +140,13 @@ def test_one_push_reaches_every_instance(make_app, clients, redis_client,
 
 
 def test_expired_token_stays_with_its_client(make_app, clients, http,
-                                             redis_client):
+                                             redis_client, channel):
     """A 401 answer goes to the one client, on no other instance."""
     http.routes[('PUT', USERS_ME)] = answer(401)
-    before = listeners(redis_client)
     with serving(make_app()) as first_url, serving(make_app()) as second_url:
         alice, bob = clients(first_url), clients(first_url)
         carol = clients(second_url)
-        assert wait_until(lambda: listeners(redis_client) >= before + 2, 5)
+        assert wait_until(lambda: listeners(redis_client, channel) == 2, 5)
         alice.sio.emit('ping_user', 'some.expired.token')
         assert alice.next('expired_token') == ()
         time.sleep(0.3)

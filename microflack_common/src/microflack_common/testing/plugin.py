@@ -9,6 +9,7 @@ The fixtures here reach the app's collaborators through
 uses."""
 import os
 import socket
+import uuid
 
 import pytest
 
@@ -83,3 +84,11 @@ def redis_address():
     except OSError:
         pytest.fail(f'no Redis at {address}: the test command starts one')
     return address
+
+
+@pytest.fixture
+def channel():
+    """A pushes channel of this test's own: the listeners and messages it
+    counts are its own, whatever else shares the Redis (a platform running
+    on this host listens on the default channel)."""
+    return f'microflack-test-{uuid.uuid4().hex}'
