@@ -120,6 +120,8 @@ def test_registration_lifecycle(etcd):
     {'name': 'Users'}, {'name': 'a' * 33}, {'address': '127.0.0.1:0'},
     {'address': '127.0.0.1:65536'}, {'address': '127.0.0.1:1\n'},
     {'location': '/a b'},
+    # An instance named after a tag with "+" (mfbuild refuses it now).
+    {'instance': 'tokens_v1.1.0+rc1_host_8000'}, {'instance': 'a' * 64},
 ])
 def test_registration_rejects_bad_values(etcd, kwargs):
     values = {'name': 'users', 'instance': 'users_1', 'address': '127.0.0.1:1',

@@ -24,6 +24,7 @@ import threading
 import time
 
 from .etcd_client import EtcdError, EtcdKeyNotFound
+from .names import problem
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,6 @@ SERVICES_PREFIX = '/services'
 # Seconds between attempts while etcd does not answer. An attempt on a
 # stopped etcd is refused at once, so trying often costs nothing.
 RETRY_INTERVAL = 0.25
-# The same rules as the load balancer's, which skips anything else.
-SERVICE_PATTERN = re.compile(r'^[a-z][a-z0-9_-]{0,31}\Z')
-INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
 ADDRESS_PATTERN = re.compile(r'^[A-Za-z0-9.-]+:([0-9]{1,5})\Z')
 LOCATION_PATTERN = re.compile(r'^/[A-Za-z0-9._~/-]*\Z')
 
@@ -45,10 +43,11 @@ class RegistrationError(ValueError):
 class Registration:
     def __init__(self, etcd, name, instance, address, location,
                  backend_options=None, ttl=50, refresh=15):
-        if not SERVICE_PATTERN.match(name or ''):
-            raise RegistrationError(f'invalid service name {name!r}')
-        if not INSTANCE_PATTERN.match(instance or ''):
-            raise RegistrationError(f'invalid instance name {instance!r}')
+        # The load balancer skips what breaks these rules (names.py).
+        for kind, value in (('service', name), ('instance', instance)):
+            message = problem(kind, value)
+            if message:
+                raise RegistrationError(message)
         port = ADDRESS_PATTERN.match(address or '')
         if not port or not 1 <= int(port.group(1)) <= 65535:
             raise RegistrationError(
