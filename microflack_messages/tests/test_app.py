@@ -1,6 +1,7 @@
 """The app's wiring: schema from the migrations, settings, entry points."""
 import importlib
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
