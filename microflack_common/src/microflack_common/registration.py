@@ -8,8 +8,8 @@ An instance writes::
 
 The upstream key carries a TTL (50 s by default) and is refreshed every
 15 s, so an instance that dies without a word leaves the registry on its
-own. :meth:`Registration.stop` deletes the key at once; installing
-:meth:`Registration.stop_on_sigterm` does that when the process gets SIGTERM.
+own. :meth:`Registration.stop` deletes the key at once (an instance's
+gunicorn master calls it on SIGTERM: ``gunicorn_config``).
 
 While etcd cannot be reached the instance tries again every
 ``RETRY_INTERVAL`` seconds, so that it is back in the registry a moment
@@ -19,7 +19,6 @@ for a short grace (``microflack_admin/tools/lb_watcher.py``).
 """
 import logging
 import re
-import signal
 import threading
 import time
 
@@ -143,20 +142,6 @@ class Registration:
             logger.warning('cannot deregister %s (%s); its key expires in '
                            'at most %s s', self.instance, exc, self.ttl)
         self._registered = False
-
-    def stop_on_sigterm(self):
-        """Deregister before the process's previous SIGTERM handling runs."""
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum, frame):
-            self.stop()
-            if callable(previous):
-                previous(signum, frame)
-            elif previous in (signal.SIG_DFL, None):
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.raise_signal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, handler)
-        return handler
 
 
 def backend_options(config):
