@@ -40,6 +40,21 @@ check_service() {
   is_service "$1" || die "unknown service '$1' (services: $SERVICES)"
 }
 
+# name_problem KIND NAME: fails, printing why, unless NAME is a good name
+# of its KIND (service, tag or instance); prints nothing for a good one.
+# The rules live once, in microflack_common/names.py, which the services'
+# registration and the load balancer use too (any python3 runs it).
+name_problem() {
+  python3 "$MF_ROOT/microflack_common/src/microflack_common/names.py" \
+    "$1" "$2" 2>&1
+}
+
+# check_name KIND NAME: die unless NAME is a good name of its KIND.
+check_name() {
+  local problem
+  problem="$(name_problem "$1" "$2")" || die "$problem"
+}
+
 # check_runtime: die unless MICROFLACK_RUNTIME is one we know.
 check_runtime() {
   case "$MICROFLACK_RUNTIME" in

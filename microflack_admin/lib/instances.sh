@@ -112,11 +112,26 @@ instance_alive() {
 
 etcd_key_url() { printf '%s/v2/keys%s\n' "$ETCD" "$1"; }
 
-# deregister SERVICE INSTANCE: remove the instance's upstream key.
-deregister() {
-  curl -fsS --max-time 3 -X DELETE \
-    "$(etcd_key_url "/services/$1/upstream/$2")" >/dev/null 2>&1 || true
+# etcd_delete KEY [QUERY]: delete a registry key (a key already gone is
+# no failure); otherwise says why on stderr and fails.
+etcd_delete() {
+  local code rc=0 why
+  code="$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' -X DELETE \
+    "$(etcd_key_url "$1")${2:+?$2}")" || rc=$?
+  case "$rc:$code" in
+    0:2??|0:404) return 0 ;;
+    0:*) why="HTTP $code" ;;
+    7:*) why="cannot connect" ;;
+    28:*) why="no answer within 3 s" ;;
+    *) why="curl failed (exit $rc)" ;;
+  esac
+  log "cannot delete $1 from the registry at $ETCD: $why"
+  return 1
 }
+
+# deregister SERVICE INSTANCE: remove the instance's upstream key; fails,
+# saying so, when the registry could not be told.
+deregister() { etcd_delete "/services/$1/upstream/$2"; }
 
 registered() {
   curl -fsS --max-time 2 "$(etcd_key_url "/services/$1/upstream/$2")" \
@@ -234,18 +249,21 @@ build_flask() {
 
 # stop_instance INSTANCE: out of the registry first, then a graceful stop
 # (gunicorn drains its requests); killed if still there after the grace.
-# Prints nothing; the record is removed.
+# Prints nothing; the record is removed. Fails when the registry could not
+# be told (the instance stops all the same: it deletes its own key on the
+# way out, or the key expires).
 stop_instance() {
-  local instance="$1" service pid
+  local instance="$1" service pid status=0
   service="$(instance_field "$instance" SERVICE)"
   pid="$(instance_pid "$instance" || true)"
-  deregister "$service" "$instance"
+  deregister "$service" "$instance" || status=1
   if [ "$(instance_runtime "$instance")" = docker ]; then
     # SIGTERM to the container is a stop for Docker: no restart follows.
     docker kill --signal TERM "$instance" >/dev/null 2>&1 || true
   elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
   fi
+  return "$status"
 }
 
 # wait_stopped INSTANCE: wait for a stopping instance, kill it if needed.
@@ -276,14 +294,17 @@ wait_stopped() {
 }
 
 # forget_instance INSTANCE: the record of an instance that is gone (e.g.
-# after a reboot), its registry key and its program.
+# after a reboot), its registry key and its program. Fails when the
+# registry could not be told (the rest is done).
 forget_instance() {
-  deregister "$(instance_field "$1" SERVICE)" "$1"
+  local status=0
+  deregister "$(instance_field "$1" SERVICE)" "$1" || status=1
   if [ -n "$(instance_field "$1" SUPERVISED)" ]; then
     unsupervise "$1"
   fi
   rm -f "$INSTANCES_DIR/$1.info" "$INSTANCES_DIR/$1.env" \
     "$INSTANCES_DIR/$1.pgid"
+  return "$status"
 }
 
 lb_stats() {

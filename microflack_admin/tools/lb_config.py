@@ -21,8 +21,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-SERVICE_NAME = re.compile(r'^[a-z][a-z0-9_-]{0,31}$')
-INSTANCE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+# The names the services register under: one rule for both sides.
+from microflack_common.names import valid as valid_name
+
 LOCATION = re.compile(r'^/[A-Za-z0-9._~/-]*$')
 HOST_LABEL = re.compile(r'^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$')
 STATS_USER = re.compile(r'^[A-Za-z0-9._-]{1,64}$')
@@ -249,7 +250,7 @@ def _read_service(name, entry, warn):
         upstream = {}
     for instance, address in sorted(upstream.items()):
         key = f'{where}/upstream/{instance}'
-        if not INSTANCE_NAME.fullmatch(instance):
+        if not valid_name('instance', instance):
             warn(f'{key}: invalid instance name; skipped')
             continue
         parsed = parse_address(address)
@@ -277,7 +278,7 @@ def read_services(tree, warn):
         return []
     candidates = []
     for name, entry in sorted(tree.items()):
-        if not SERVICE_NAME.fullmatch(name):
+        if not valid_name('service', name):
             warn(f'/services/{name}: invalid service name; skipped')
             continue
         service = _read_service(name, entry, warn)

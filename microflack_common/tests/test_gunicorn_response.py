@@ -94,11 +94,17 @@ def test_head_sends_the_headers_only():
 
 def test_a_response_without_body():
     resp, sock = response()
-    resp.start_response('204 NO CONTENT', [])
+    resp.start_response('204 NO CONTENT', [('X-Request-Id', '7')])
     resp.close()
     [sent] = sock.sent
-    assert split(sent) == (split(sent)[0], b'')
-    assert split(sent)[0][0] == 'HTTP/1.1 204 NO CONTENT'
+    head, body = split(sent)
+    assert sent.endswith(b'\r\n\r\n') and body == b''
+    # gunicorn's own headers (Date varies), then the application's; no
+    # framing header, which a 204 must not carry.
+    assert head[0] == 'HTTP/1.1 204 NO CONTENT'
+    assert [line for line in head[1:] if not line.startswith('Date: ')] == [
+        'Server: gunicorn', 'Connection: keep-alive', 'X-Request-Id: 7']
+    assert sum(line.startswith('Date: ') for line in head) == 1
 
 
 def test_chunked_responses_keep_their_framing():

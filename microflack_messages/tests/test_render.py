@@ -68,13 +68,51 @@ def test_links_get_nofollow_whatever_they_say():
     '<a href="//example.com/protocol-relative">x</a>',
 ])
 def test_only_http_https_mailto_hrefs_survive(source):
-    assert render(source) == '<a rel="nofollow">x</a>'
+    # An anchor whose href the sanitiser drops is its text: no dead link.
+    assert render(source) == 'x'
+    assert render(f'**{source}** <i>i</i>') == '<strong>x</strong> <i>i</i>'
 
 
-def test_markdown_javascript_links_are_not_links():
-    html = render('[click](javascript:alert(1))')
-    assert 'href' not in html
+@pytest.mark.parametrize('source', [
+    '[click](javascript:alert(1))', '[x](ftp://example.com/file)',
+    '[x](//example.com/x)', '[x](/relative/path)', '[x](data:text/html,x)',
+    '<ftp://example.com/file>', '[x]\n\n[x]: ftp://example.com/file',
+])
+def test_markdown_links_the_sanitiser_drops_are_text(source):
+    html = render(source)
     assert '<a' not in html
+    assert 'x' in html or 'click' in html
+
+
+# What the linkifier recognises (linkify-it-py's schemas, and its fuzzy
+# links and emails) in a message: a sample of each, and whether the
+# sanitiser keeps the link. A schema without a sample fails the test below.
+LINKIFIED = {
+    'http:': ('http://example.com/a', 'http://example.com/a'),
+    'https:': ('https://example.com/a', 'https://example.com/a'),
+    'mailto:': ('mailto:susan@example.com', 'mailto:susan@example.com'),
+    'ftp:': ('ftp://example.com/file', None),
+    '//': ('see //example.com/x', None),
+    'fuzzy link': ('www.example.com', 'http://www.example.com'),
+    'fuzzy domain': ('example.com/a', 'http://example.com/a'),
+    'fuzzy email': ('susan@example.com', 'mailto:susan@example.com'),
+}
+
+
+def test_every_scheme_the_linkifier_knows_has_a_sample():
+    schemas = render_module._parser().linkify._schemas
+    assert set(schemas) <= set(LINKIFIED)
+
+
+@pytest.mark.parametrize('schema', sorted(LINKIFIED))
+def test_linkified_text_is_a_working_link_or_plain_text(schema):
+    text, href = LINKIFIED[schema]
+    html = render(f'{text} and more')
+    if href is None:
+        assert html == f'{text} and more'
+    else:
+        visible = text.removeprefix('see ')
+        assert f'<a href="{href}" rel="nofollow">{visible}</a>' in html
 
 
 def test_mailto_links_survive():

@@ -2,7 +2,8 @@
 
 One module per concern: ``config`` (settings from the environment),
 ``tokens`` (JWT), ``auth`` (Flask-HTTPAuth handlers), ``revocation``,
-``etcd_client``, ``registration``, ``service_client`` (inter-service HTTP),
+``etcd_client``, ``names`` (what names and tags may hold),
+``registration``, ``service_client`` (inter-service HTTP),
 ``events`` (``updated_model`` pushes), ``errors``, ``validation``,
 ``db_lock`` and ``migrate`` (schema upgrades one instance at a time),
 ``paging`` (paged lists), ``service`` (wiring it all into a Flask app),

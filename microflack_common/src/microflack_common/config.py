@@ -58,7 +58,6 @@ class Config:
     SERVICE_ADDRESS = env_str('SERVICE_ADDRESS')
     SERVICE_VERSION = env_str('SERVICE_VERSION')
     INSTANCE_NAME = env_str('INSTANCE_NAME')
-    HOST_IP_ADDRESS = env_str('HOST_IP_ADDRESS')
     LB_ALGORITHM = env_str('LB_ALGORITHM', 'roundrobin')
     # Requests the load balancer sends one instance at once (0: no limit),
     # registered as the backend's maxconn: a burst beyond waits in

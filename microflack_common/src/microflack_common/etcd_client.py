@@ -103,10 +103,6 @@ class EtcdClient:
         self._lock = threading.Lock()
         self._preferred = 0
 
-    @classmethod
-    def from_env_value(cls, value, **kwargs):
-        return cls(parse_etcd_urls(value), **kwargs)
-
     def _request(self, method, key, params=None, fields=None, timeout=None):
         path = '/v2/keys' + quote('/' + key.lstrip('/'))
         if params:

@@ -8,8 +8,8 @@ An instance writes::
 
 The upstream key carries a TTL (50 s by default) and is refreshed every
 15 s, so an instance that dies without a word leaves the registry on its
-own. :meth:`Registration.stop` deletes the key at once; installing
-:meth:`Registration.stop_on_sigterm` does that when the process gets SIGTERM.
+own. :meth:`Registration.stop` deletes the key at once (an instance's
+gunicorn master calls it on SIGTERM: ``gunicorn_config``).
 
 While etcd cannot be reached the instance tries again every
 ``RETRY_INTERVAL`` seconds, so that it is back in the registry a moment
@@ -19,11 +19,11 @@ for a short grace (``microflack_admin/tools/lb_watcher.py``).
 """
 import logging
 import re
-import signal
 import threading
 import time
 
 from .etcd_client import EtcdError, EtcdKeyNotFound
+from .names import problem
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,6 @@ SERVICES_PREFIX = '/services'
 # Seconds between attempts while etcd does not answer. An attempt on a
 # stopped etcd is refused at once, so trying often costs nothing.
 RETRY_INTERVAL = 0.25
-# The same rules as the load balancer's, which skips anything else.
-SERVICE_PATTERN = re.compile(r'^[a-z][a-z0-9_-]{0,31}\Z')
-INSTANCE_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z')
 ADDRESS_PATTERN = re.compile(r'^[A-Za-z0-9.-]+:([0-9]{1,5})\Z')
 LOCATION_PATTERN = re.compile(r'^/[A-Za-z0-9._~/-]*\Z')
 
@@ -45,10 +42,11 @@ class RegistrationError(ValueError):
 class Registration:
     def __init__(self, etcd, name, instance, address, location,
                  backend_options=None, ttl=50, refresh=15):
-        if not SERVICE_PATTERN.match(name or ''):
-            raise RegistrationError(f'invalid service name {name!r}')
-        if not INSTANCE_PATTERN.match(instance or ''):
-            raise RegistrationError(f'invalid instance name {instance!r}')
+        # The load balancer skips what breaks these rules (names.py).
+        for kind, value in (('service', name), ('instance', instance)):
+            message = problem(kind, value)
+            if message:
+                raise RegistrationError(message)
         port = ADDRESS_PATTERN.match(address or '')
         if not port or not 1 <= int(port.group(1)) <= 65535:
             raise RegistrationError(
@@ -144,20 +142,6 @@ class Registration:
             logger.warning('cannot deregister %s (%s); its key expires in '
                            'at most %s s', self.instance, exc, self.ttl)
         self._registered = False
-
-    def stop_on_sigterm(self):
-        """Deregister before the process's previous SIGTERM handling runs."""
-        previous = signal.getsignal(signal.SIGTERM)
-
-        def handler(signum, frame):
-            self.stop()
-            if callable(previous):
-                previous(signum, frame)
-            elif previous in (signal.SIG_DFL, None):
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.raise_signal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, handler)
-        return handler
 
 
 def backend_options(config):
