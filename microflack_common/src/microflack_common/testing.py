@@ -14,6 +14,9 @@
   :func:`tables_read`: how the database runs a query, and what it read.
 - :class:`EtcdServer`, :func:`free_port`, :func:`wait_for_port`,
   :func:`wait_until`: real servers on loopback for integration tests.
+- :func:`gunicorn_arbiter`, :func:`gunicorn_worker`: the installed
+  gunicorn's master and worker objects, not running (for
+  :mod:`.gunicorn_patches`).
 """
 import base64
 import json
@@ -397,6 +400,32 @@ def wait_until(predicate, timeout, interval=0.05):
         if time.monotonic() >= deadline:
             return None
         time.sleep(interval)
+
+
+def gunicorn_arbiter(**settings):
+    """A master (Arbiter) of the installed gunicorn with ``settings``, set
+    up as gunicorn sets it up, but not running."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    class Application(BaseApplication):
+        def load_config(self):
+            for name, value in settings.items():
+                self.cfg.set(name, value)
+
+        def load(self):
+            return lambda environ, start_response: []
+
+    return Arbiter(Application())
+
+
+def gunicorn_worker(arbiter):
+    """A worker of ``arbiter``, as the master makes it before forking (the
+    base class: importing some worker classes monkey patches the process)."""
+    from gunicorn.workers.base import Worker
+
+    return Worker(1, os.getpid(), [], arbiter.app, arbiter.timeout,
+                  arbiter.cfg, arbiter.log)
 
 
 def wait_for_port(port, host='127.0.0.1', timeout=10):
