@@ -29,6 +29,8 @@ import requests
 from flask import current_app, request, session
 from flask_socketio import emit
 
+import engineio_internals
+from microflack_common.gunicorn_patches import shorten_graceful_timeout
 from microflack_common.service import platform
 
 logger = logging.getLogger(__name__)
@@ -177,13 +179,11 @@ class Connections:
         final to python-socketio clients, which then do not reconnect;
         a Socket.IO disconnect would be final to browsers too.)"""
         self.closing = True
-        eio = self.socketio.server.eio
-        closed = 0
-        for sid, sock in list(eio.sockets.items()):
-            sock.close(wait=False, abort=True)
-            eio.sockets.pop(sid, None)
-            closed += 1
-        logger.info('stopping: closed %d client connection(s)', closed)
+        closed = engineio_internals.drop_all(self.socketio.server.eio)
+        if closed is None:
+            logger.info('stopping: disconnected every client')
+        else:
+            logger.info('stopping: closed %d client connection(s)', closed)
         return closed
 
     def wait_for_relays(self, timeout):
@@ -206,18 +206,19 @@ def stop_cleanly_under_gunicorn(app):
     exits. The worker's graceful timeout is cut to that too: eventlet
     cannot wake the WebSocket request of a dropped connection (another
     green thread closed its socket), which would otherwise hold the worker
-    until the master kills it. Returns whether it applies (outside a
-    gunicorn worker it does not)."""
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        from gunicorn.workers.base import Worker
-    except ImportError:
-        return False
-    worker = getattr(previous, '__self__', None)
-    if not isinstance(worker, Worker):
-        return False
+    until the master kills it. Set up when the worker has loaded the app
+    (gunicorn_config's post_worker_init hook); outside gunicorn nothing
+    happens."""
+    app.extensions['microflack'].on_worker_start(
+        lambda worker: _stop_cleanly(app, worker))
+
+
+def _stop_cleanly(app, worker):
     conns = app.extensions[CONNECTIONS]
+    engineio_internals.check(conns.socketio.server.eio)
     stop_timeout = max(1, math.ceil(conns.stop_timeout))
+    shorten_graceful_timeout(worker, stop_timeout)
+    previous = signal.getsignal(signal.SIGTERM)    # the worker's own
     deadline = []
 
     def handler(signum, frame):
@@ -227,8 +228,6 @@ def stop_cleanly_under_gunicorn(app):
         previous(signum, frame)
         if not deadline:
             deadline.append(time.monotonic() + stop_timeout)
-            if worker.cfg.graceful_timeout > stop_timeout:
-                worker.cfg.set('graceful_timeout', stop_timeout)
             conns.socketio.start_background_task(conns.close_all)
 
     def finish_relays():
@@ -239,4 +238,3 @@ def stop_cleanly_under_gunicorn(app):
     # As gunicorn has it: a SIGTERM does not interrupt system calls.
     signal.siginterrupt(signal.SIGTERM, False)
     app.extensions['microflack'].on_shutdown(finish_relays)
-    return True

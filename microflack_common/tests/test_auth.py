@@ -126,3 +126,23 @@ def test_shutdown_callbacks_all_run(app, caplog):
     platform.shutdown()
     assert ran == ['first', 'last']
     assert 'shutdown callback failed' in caplog.text
+
+
+def test_gunicorn_hooks_reach_the_app_of_their_worker(app):
+    from microflack_common import gunicorn_config
+
+    platform = app.extensions['microflack']
+    started, stopped = [], []
+    platform.on_worker_start(started.append)
+    platform.on_shutdown(lambda: stopped.append(True))
+
+    class Worker:
+        wsgi = app
+    worker = Worker()
+    gunicorn_config.post_worker_init(worker)
+    assert started == [worker]
+    gunicorn_config.worker_exit(None, worker)
+    assert stopped == [True]
+    # A worker serving another app: nothing to call.
+    gunicorn_config.post_worker_init(object())
+    gunicorn_config.worker_exit(None, object())

@@ -81,3 +81,5 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
             process.kill()
         output = process.stdout.read()
     assert 'registering sample_1' in output
+    # Said once at start, whatever it decided (gunicorn_patches).
+    assert 'the yielding signal queue not applied to gunicorn ' in output

@@ -12,7 +12,12 @@ from events import stop_cleanly_under_gunicorn
 from message_queue import RedisQueue
 from microflack_common.config import ConfigError
 from microflack_common.registration import registration_from_config
-from microflack_common.testing import FakeEtcd, FakeServiceClient
+from microflack_common.testing import (
+    FakeEtcd,
+    FakeServiceClient,
+    gunicorn_arbiter,
+    gunicorn_worker,
+)
 
 HANDSHAKE = '/socket.io/?EIO=4&transport=polling'
 
@@ -139,8 +144,24 @@ def test_several_apps_side_by_side(http):
         second.extensions['socketio'].server
 
 
-def test_clean_stop_hook_only_inside_a_gunicorn_worker(app):
+def test_clean_stop_set_up_only_inside_a_gunicorn_worker(app, caplog):
+    caplog.set_level('INFO')
     handler = signal.getsignal(signal.SIGTERM)
-    assert stop_cleanly_under_gunicorn(app) is False
+    platform = app.extensions['microflack']
+    stop_cleanly_under_gunicorn(app)
     assert signal.getsignal(signal.SIGTERM) is handler
-    assert app.extensions['microflack'].shutdown_callbacks == []
+    assert platform.shutdown_callbacks == []
+
+    # gunicorn_config's post_worker_init, in a worker of the pinned gunicorn
+    worker = gunicorn_worker(gunicorn_arbiter(graceful_timeout=4))
+    try:
+        platform.worker_started(worker)
+        assert signal.getsignal(signal.SIGTERM) is not handler
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert worker.cfg.graceful_timeout == 2     # SOCKETIO_STOP_TIMEOUT
+    assert len(platform.shutdown_callbacks) == 1
+    assert 'applied dropping connections without a close packet to ' \
+        'python-engineio ' in caplog.text
+    assert "applied a worker's graceful timeout of 2 s to gunicorn " \
+        in caplog.text

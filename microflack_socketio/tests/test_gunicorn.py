@@ -213,6 +213,13 @@ def test_serves_health_and_socket_io(gunicorn, tmp_path):
     assert not (tmp_path / 'gunicorn.ctl').exists()
     output = server.output()
     assert 'Using worker: eventlet' in output
+    # Said once at start: the patches and reach-ins this service relies on
+    # took (gunicorn_patches, engineio_internals).
+    for line in ('applied the yielding signal queue to gunicorn 25.',
+                 "applied a worker's graceful timeout of 2 s to gunicorn 25.",
+                 'applied dropping connections without a close packet to '
+                 'python-engineio 4.'):
+        assert output.count(line) == 1, line
     assert 'Traceback' not in output
 
 

@@ -36,11 +36,22 @@ class Platform:
         self.http = http
         self.pusher = pusher
         self.token_callbacks = []   # called with the claims of each token
+        self.worker_start_callbacks = []
         self.shutdown_callbacks = []
 
     def on_token_verified(self, callback):
         self.token_callbacks.append(callback)
         return callback
+
+    def on_worker_start(self, callback):
+        """Run ``callback(worker)`` in a gunicorn worker once it has loaded
+        the app (gunicorn's post_worker_init), with gunicorn's Worker."""
+        self.worker_start_callbacks.append(callback)
+        return callback
+
+    def worker_started(self, worker):
+        for callback in self.worker_start_callbacks:
+            callback(worker)
 
     def on_shutdown(self, callback):
         """Run ``callback()`` when the serving process stops (gunicorn's

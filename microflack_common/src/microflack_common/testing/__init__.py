@@ -7,7 +7,8 @@
   and the pushes (unit tests only; integration tests use real ones).
 - :mod:`.database`: a test database with the schema of the service's
   migrations, emptied between tests; many rows at once; query plans.
-- :mod:`.servers`: a private etcd, free ports, an app served on loopback.
+- :mod:`.servers`: a private etcd, free ports, an app served on loopback,
+  gunicorn's master and worker objects (not running).
 - :mod:`.plugin`: the pytest fixtures every suite shares (a service's
   ``tests/conftest.py`` names it in ``pytest_plugins`` and defines ``app``).
 - :func:`wait_until` (from :mod:`microflack_common.polling`): the one
@@ -34,14 +35,21 @@ from .fakes import (
     RecordingPusher,
     reset_fakes,
 )
-from .servers import EtcdServer, free_port, serving
+from .servers import (
+    EtcdServer,
+    free_port,
+    gunicorn_arbiter,
+    gunicorn_worker,
+    serving,
+)
 
 __all__ = [
     'ApiClient', 'ApiResponse', 'EtcdServer', 'FakeEtcd', 'FakeResponse',
     'clean_database_app', 'database_app',
     'FakeServiceClient', 'RecordingPusher', 'basic_auth_header',
     'drop_pooled_connections', 'empty_tables', 'free_port', 'insert_rows',
-    'link_parts', 'make_token', 'migrate_test_database', 'query_plan',
+    'gunicorn_arbiter', 'gunicorn_worker', 'link_parts', 'make_token',
+    'migrate_test_database', 'query_plan',
     'reset_fakes', 'seeded_ids', 'serving', 'tables_read', 'wait_for_port',
     'wait_until',
 ]

@@ -1,5 +1,6 @@
 """Real servers on loopback for integration tests: free ports, a private
-etcd, a WSGI app served from a thread."""
+etcd, a WSGI app served from a thread; gunicorn's master and worker
+objects, not running (for :mod:`microflack_common.gunicorn_patches`)."""
 import os
 import shutil
 import socket
@@ -9,7 +10,8 @@ from contextlib import contextmanager
 
 from ..polling import wait_for_port, wait_until
 
-__all__ = ['EtcdServer', 'free_port', 'serving', 'wait_for_port']
+__all__ = ['EtcdServer', 'free_port', 'gunicorn_arbiter', 'gunicorn_worker',
+           'serving', 'wait_for_port']
 
 
 def free_port(host='127.0.0.1'):
@@ -85,3 +87,29 @@ def serving(app):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def gunicorn_arbiter(**settings):
+    """A master (Arbiter) of the installed gunicorn with ``settings``, set
+    up as gunicorn sets it up, but not running."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    class Application(BaseApplication):
+        def load_config(self):
+            for name, value in settings.items():
+                self.cfg.set(name, value)
+
+        def load(self):
+            return lambda environ, start_response: []
+
+    return Arbiter(Application())
+
+
+def gunicorn_worker(arbiter):
+    """A worker of ``arbiter``, as the master makes it before forking (the
+    base class: importing some worker classes monkey patches the process)."""
+    from gunicorn.workers.base import Worker
+
+    return Worker(1, os.getpid(), [], arbiter.app, arbiter.timeout,
+                  arbiter.cfg, arbiter.log)
