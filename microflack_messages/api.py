@@ -8,8 +8,13 @@ from microflack_common.auth import current_user_id, token_auth, token_optional_a
 from microflack_common.database import PreparedRead, retry_on_lost_connection
 from microflack_common.paging import Page, page_request, page_statements, wants_page
 from microflack_common.utils import timestamp
-from microflack_common.validation import int_arg, json_object, string_field
-from models import MAX_ID, Message, db, message_json
+from microflack_common.validation import (
+    int_arg,
+    json_object,
+    storable_id,
+    string_field,
+)
+from models import Message, db, message_json
 from render import render
 from tasks import schedule_link_expansion
 
@@ -43,7 +48,7 @@ def source_from_request():
 
 def get_message_or_404(message_id):
     message = db.session.get(Message, message_id) \
-        if message_id <= MAX_ID else None
+        if storable_id(message_id) else None
     if message is None:
         abort(404)
     return message

@@ -11,8 +11,6 @@ db = SQLAlchemy()
 
 # MySQL's TEXT holds 64 KiB; rendered html with link previews can exceed it.
 LongText = Text().with_variant(mysql.MEDIUMTEXT(), 'mysql')
-# Ids are MySQL INTs: anything larger cannot name a message.
-MAX_ID = 2 ** 31 - 1
 
 
 class Message(db.Model):

@@ -2,7 +2,7 @@
 
 Clients send ``ping_user`` (keep my user online), ``post_message`` and, by
 leaving, ``disconnect``; each is relayed with the client's token to the
-users or messages API through the load balancer (``platform().http``).
+users or messages API through the load balancer (``shared_parts().http``).
 A 401 answers that client alone with ``expired_token``. Bad input never
 raises: it is logged and ignored, or answered with ``expired_token`` when
 the token is unusable; a relay that gets no answer (service down, timeout)
@@ -31,7 +31,7 @@ from flask_socketio import emit
 
 import engineio_internals
 from microflack_common.gunicorn_patches import shorten_graceful_timeout
-from microflack_common.service import platform
+from microflack_common.service import shared_parts
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ MESSAGES = '/api/messages'
 # Authorization header.
 TOKEN_PATTERN = re.compile(r'[A-Za-z0-9\-._~+/]+=*')
 MAX_TOKEN_LENGTH = 4096
-CONNECTIONS = 'socketio_connections'     # key in app.extensions
+CONNECTIONS = 'microflack_connections'   # key in app.extensions
 
 
 def register_handlers(socketio):
@@ -62,7 +62,7 @@ def relay(method, url, token, **kwargs):
     response, or None when no answer could be had (logged)."""
     try:
         with connections().relaying():
-            response = platform().http.request(method, url, token=token,
+            response = shared_parts().http.request(method, url, token=token,
                                                **kwargs)
     except requests.RequestException as exc:
         logger.warning('%s %s: no answer (%s)', method, url, exc)

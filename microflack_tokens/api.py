@@ -11,7 +11,7 @@ from microflack_common.auth import (
     unauthorized,
 )
 from microflack_common.etcd_client import EtcdError
-from microflack_common.service import platform
+from microflack_common.service import shared_parts
 from microflack_common.tokens import generate_token
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def new_token():
         return unauthorized()
     try:
         # The header is passed on as it came, so any nickname survives.
-        response = platform().http.get(
+        response = shared_parts().http.get(
             '/api/users/me',
             headers={'Authorization': request.headers['Authorization']})
     except requests.RequestException as exc:
@@ -60,7 +60,7 @@ def check_token():
 @token_auth.login_required
 def revoke_token():
     try:
-        platform().revocations.revoke(current_token(),
+        shared_parts().revocations.revoke(current_token(),
                                       current_claims()['exp'])
     except EtcdError as exc:
         logger.warning('cannot record a revocation: %s', exc)

@@ -16,9 +16,9 @@ from microflack_common.auth import (
 from microflack_common.database import retry_on_lost_connection
 from microflack_common.paging import Page, page_request, page_statement, wants_page
 from microflack_common.validation import (
-    MAX_INT,
     bool_arg,
     json_object,
+    storable_id,
     string_field,
 )
 from models import NICKNAME_LENGTH, User, db
@@ -157,7 +157,7 @@ def id_list(name, max_count):
     if len(ids) > max_count:
         abort(400, f'{name} may name at most {max_count} users')
     # Ids no column holds are simply not found (and never reach the query).
-    return sorted(i for i in ids if 0 < i <= MAX_INT)
+    return sorted(i for i in ids if storable_id(i))
 
 
 @users.route('/<int:user_id>', methods=['GET'])

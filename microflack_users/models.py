@@ -6,7 +6,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from microflack_common.events import track_model_changes
 from microflack_common.utils import timestamp
-from microflack_common.validation import MAX_INT
+from microflack_common.validation import storable_id
 
 db = SQLAlchemy()
 
@@ -43,7 +43,7 @@ class User(db.Model):
     def find(user_id):
         """The user with this id, or None; ids no database column holds
         (a forged huge token claim, say) are simply not found."""
-        if not 0 < user_id <= MAX_INT:
+        if not storable_id(user_id):
             return None
         return db.session.get(User, user_id)
 

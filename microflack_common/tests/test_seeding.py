@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from microflack_common import seeding
 from microflack_common.seeding import (
-    MAX_ID,
     SECONDS_PER_DAY,
     IdRange,
     bulk_insert,
@@ -20,6 +19,7 @@ from microflack_common.seeding import (
     parse_id_range,
     spread_timestamps,
 )
+from microflack_common.validation import MAX_ID
 
 NOW = 1_800_000_000
 

@@ -204,7 +204,7 @@ def test_unexpected_errors_are_logged_and_the_client_stays(connect, http,
 
 
 def test_relays_in_flight_are_counted(app, connect, http):
-    connections = app.extensions['socketio_connections']
+    connections = app.extensions['microflack_connections']
     seen = []
 
     def users_me(**kwargs):
@@ -220,7 +220,7 @@ def test_relays_in_flight_are_counted(app, connect, http):
 
 
 def test_wait_for_relays(app):
-    connections = app.extensions['socketio_connections']
+    connections = app.extensions['microflack_connections']
     assert connections.wait_for_relays(0.1)
     entered, release = threading.Event(), threading.Event()
 
@@ -240,7 +240,7 @@ def test_wait_for_relays(app):
 def test_no_offline_relay_while_the_instance_stops(app, connect, http):
     client = connect()
     client.emit('ping_user', TOKEN)
-    app.extensions['socketio_connections'].closing = True
+    app.extensions['microflack_connections'].closing = True
     client.disconnect()
     assert calls_to(http, 'DELETE', USERS_ME) == []
 
@@ -249,7 +249,7 @@ def test_closing_all_connections_makes_clients_reconnect(app, http):
     """What a stopping instance does: its clients see their connection
     drop (not a final 'server disconnect') and reconnect by themselves;
     their users are not marked offline."""
-    connections = app.extensions['socketio_connections']
+    connections = app.extensions['microflack_connections']
     events = queue.Queue()
     client = socketio_lib.Client(reconnection=True, reconnection_delay=0.1,
                                  reconnection_delay_max=0.2)

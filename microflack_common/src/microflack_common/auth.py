@@ -31,17 +31,17 @@ token_optional_auth = OptionalTokenAuth('Bearer', realm=REALM)
 
 def verify_token(token):
     """Return the token's claims if it is valid and not revoked, else None."""
-    platform = current_app.extensions['microflack']
+    parts = current_app.extensions['microflack']
     try:
         claims = decode_token(token, current_app.config['JWT_SECRET_KEY'])
     except InvalidToken:
         return None
-    if platform.revocations is not None \
-            and platform.revocations.is_revoked(token):
+    if parts.revocations is not None \
+            and parts.revocations.is_revoked(token):
         return None
     g.jwt_claims = claims
     g.jwt_token = token
-    for callback in platform.token_callbacks:
+    for callback in parts.token_callbacks:
         callback(claims)
     return claims
 

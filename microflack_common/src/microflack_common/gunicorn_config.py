@@ -110,24 +110,24 @@ def _deregister_before_stopping(server, signum):
     signal.signal(signum, handler)
 
 
-def _platform(worker):
-    """The Platform of the app a worker serves (None for another app)."""
+def _shared_parts(worker):
+    """The SharedParts of the app a worker serves (None for another app)."""
     app = getattr(worker, 'wsgi', None)
     return getattr(app, 'extensions', {}).get('microflack')
 
 
 def post_worker_init(worker):
     """A worker has loaded the app: let the app hook into it."""
-    platform = _platform(worker)
-    if platform is not None:
-        platform.worker_started(worker)
+    parts = _shared_parts(worker)
+    if parts is not None:
+        parts.worker_started(worker)
 
 
 def worker_exit(server, worker):
     """A worker stops: let the app end its background work."""
-    platform = _platform(worker)
-    if platform is not None:
-        platform.shutdown()
+    parts = _shared_parts(worker)
+    if parts is not None:
+        parts.shutdown()
 
 
 def on_exit(server):

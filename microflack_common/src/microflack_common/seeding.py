@@ -28,13 +28,13 @@ from itertools import islice
 import click
 from sqlalchemy import func, select
 
+from .validation import MAX_ID
+
 SECONDS_PER_DAY = 24 * 60 * 60
 # Rows per transaction: large enough that a commit's flush to disk is
 # spread over many rows, small enough that one batch's parameters stay a
 # few megabytes of memory.
 BATCH_ROWS = 5000
-# Ids are INT columns (signed, 32 bits) in MariaDB.
-MAX_ID = 2 ** 31 - 1
 DEFAULT_DAYS = 30
 # Ten years back is still far from 1970 and from the INT columns' limits.
 MAX_DAYS = 3650

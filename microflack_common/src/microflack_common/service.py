@@ -6,7 +6,7 @@ inter-service HTTP client and the model pusher, installs the JSON error
 handlers, logging, ``GET /health`` and the ``flask db-upgrade-locked``
 command (:mod:`.migrate`), turns off cookie sessions where the service has
 no use for them, and keeps them in
-``app.extensions['microflack']`` (see :func:`platform`).
+``app.extensions['microflack']`` (see :func:`shared_parts`).
 """
 # The idna codec is found by an import on its first use; done first in
 # several request threads at once, that import can fail for good ("unknown
@@ -27,8 +27,9 @@ from .revocation import RevocationList
 from .service_client import ServiceClient
 
 
-class Platform:
-    """Per-app handles on the platform's shared parts."""
+class SharedParts:
+    """Per-app handles on the platform's shared parts: the registry, the
+    revocation list, the client for other services, the pusher."""
 
     def __init__(self, etcd, revocations, http, pusher):
         self.etcd = etcd
@@ -68,8 +69,8 @@ class Platform:
                                                       'failed')
 
 
-def platform():
-    """The current app's :class:`Platform`."""
+def shared_parts():
+    """The current app's :class:`SharedParts`."""
     return current_app.extensions['microflack']
 
 
@@ -142,7 +143,7 @@ def init_service(app, etcd=None, http=None, pusher=None):
     if pusher is None:
         pusher = ModelPusher.from_redis(config.get('REDIS'),
                                         config.get('REDIS_CHANNEL'))
-    app.extensions['microflack'] = Platform(etcd, revocations, http, pusher)
+    app.extensions['microflack'] = SharedParts(etcd, revocations, http, pusher)
     if revocations is not None and revocations.mirror is not None:
         app.extensions['microflack'].on_shutdown(revocations.mirror.stop)
     # Flask 3 reads the key order from its JSON provider, not the config.

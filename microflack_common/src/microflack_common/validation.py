@@ -3,6 +3,14 @@ from flask import abort, request
 
 # Beyond this an integer cannot be stored or compared by every database.
 MAX_INT = 2 ** 53
+# Ids are INT columns (signed, 32 bits) in MariaDB: a larger number names
+# no row.
+MAX_ID = 2 ** 31 - 1
+
+
+def storable_id(value):
+    """Whether ``value`` is an id a row can have (1..MAX_ID)."""
+    return 0 < value <= MAX_ID
 
 
 def json_object():
