@@ -14,7 +14,7 @@ import {
   chunks, firstFeedLink, latestUpdate, linkNumber, nextFeedLink, pageSizeFor,
   readPage, updatedSince, withParams,
 } from '../static/client/paging.js';
-import { Poller } from '../static/client/poller.js';
+import { backoff, Poller } from '../static/client/poller.js';
 import { PollingTransport } from '../static/client/polling-transport.js';
 import {
   FIRST_PAGE_MAX, FIRST_PAGE_MIN, STORAGE_KEY,
@@ -262,6 +262,13 @@ describe('Api', () => {
 });
 
 // --- Poller --------------------------------------------------------------------
+
+describe('backoff', () => {
+  it('doubles the first pause with each failure, up to the most', () => {
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map((n) => backoff(1000, n, 10000)),
+      [1000, 2000, 4000, 8000, 10000, 10000]);
+  });
+});
 
 describe('Poller', () => {
   beforeEach(() => mock.timers.enable({ apis: ['setTimeout'] }));

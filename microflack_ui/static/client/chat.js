@@ -24,6 +24,7 @@ import {
   chunks, firstFeedLink, hasId, linkNumber, nextFeedLink, readPage,
   updatedSince, withParams,
 } from './paging.js';
+import { backoff } from './poller.js';
 import {
   AUTHORS_WAIT, FIRST_PAGE_MIN, MAX_CATCHUP_PAGES, MAX_IDS,
   MAX_RETRY_INTERVAL, OLDER_PAGE_SIZE, ONLINE_PAGE_SIZE, POLL_INTERVAL,
@@ -413,7 +414,7 @@ export class Chat {
   pauseOlder() {
     this.olderFailures += 1;
     this.olderPaused = true;
-    const pause = Math.min(POLL_INTERVAL * 2 ** (this.olderFailures - 1),
+    const pause = backoff(POLL_INTERVAL, this.olderFailures,
       MAX_RETRY_INTERVAL);
     this.timers.setTimeout(() => {
       this.olderPaused = false;

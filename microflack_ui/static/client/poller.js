@@ -3,6 +3,13 @@
 
 import { POLL_INTERVAL } from './settings.js';
 
+/** The pause after `failures` failures in a row: `first` after the
+ * first, doubling with each one, at most `max`. (Every retry of the
+ * client slows down alike.) */
+export function backoff(first, failures, max) {
+  return Math.min(first * 2 ** (failures - 1), max);
+}
+
 /**
  * Calls `task` (a function returning a promise) right away, then again
  * `interval` ms after each run has finished, until stopped. After
@@ -50,7 +57,7 @@ export class Poller {
     if (!this.failures) {
       return this.interval;
     }
-    return Math.min(this.interval * 2 ** this.failures, this.maxInterval);
+    return backoff(this.interval * 2, this.failures, this.maxInterval);
   }
 
   async run(generation) {

@@ -2,6 +2,7 @@
 // polling-transport.js for what a transport is.
 
 import { ApiError } from './api.js';
+import { backoff } from './poller.js';
 import {
   MAX_RETRY_INTERVAL, POLL_INTERVAL, POST_TIMEOUT, SOCKETIO_PATH,
 } from './settings.js';
@@ -202,8 +203,7 @@ export class SocketTransport {
     if (!this.socket) {
       return;
     }
-    const delay = Math.min(
-      this.retryInterval * 2 ** (this.loadFailures - 1),
+    const delay = backoff(this.retryInterval, this.loadFailures,
       this.maxRetryInterval);
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = null;
