@@ -20,7 +20,7 @@ class Config:
     VERSION = VERSION
     # The client gets its updates from the Socket.IO service (SPEC section
     # 5); UI_SOCKETIO=0: it polls the REST API every second instead.
-    # Rendered into the page for app.js to read, as is the next one.
+    # Rendered into the page for the client to read, as is the next one.
     UI_SOCKETIO = common.env_bool('UI_SOCKETIO', True)
     # Seconds between two "I am online" pings of a logged-in client.
     UI_PING_INTERVAL = positive('UI_PING_INTERVAL',

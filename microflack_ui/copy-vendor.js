@@ -5,10 +5,9 @@
 //
 // A source map named by a file's `sourceMappingURL` comment is copied along
 // with it, so the browser's developer tools find it instead of a 404.
-'use strict';
-
-const fs = require('node:fs');
-const path = require('node:path');
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 // Each file of static/vendor/ and where it comes from (under node_modules/).
 // templates/index.html references every one of them.
@@ -20,7 +19,7 @@ const FILES = {
   'socket.io.min.js': 'socket.io-client/dist/socket.io.min.js',
 };
 
-const here = __dirname;
+const here = path.dirname(fileURLToPath(import.meta.url));
 const modules = path.join(here, 'node_modules');
 const vendor = path.join(here, 'static', 'vendor');
 

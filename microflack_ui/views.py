@@ -1,6 +1,8 @@
 """GET /: the chat page, and the caching rules of its static files."""
+import base64
 import hashlib
 import os
+from pathlib import Path
 from stat import S_ISREG
 
 from flask import (
@@ -11,6 +13,7 @@ from flask import (
     request,
     url_for,
 )
+from jinja2.utils import htmlsafe_json_dumps
 from werkzeug.security import safe_join
 
 ui = Blueprint('ui', __name__)
@@ -20,29 +23,35 @@ ui = Blueprint('ui', __name__)
 HASH_LENGTH = 16
 IMMUTABLE_MAX_AGE = 365 * 24 * 3600
 
-# Everything the page loads comes from this origin (the load balancer); the
-# client configuration is a JSON data block, so no inline script is needed
-# and none would run, even if a message's HTML smuggled one in. (eval is
-# refused too: browser tests using Playwright's wait_for_function need a
-# context made with bypass_csp=True.)
-CONTENT_SECURITY_POLICY = '; '.join([
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",      # Bootstrap draws some icons as data: SVGs
-    # REST API and Socket.IO: CSP 3 browsers (Chromium, Firefox, Safari
-    # 15.4+) let 'self' cover WebSockets to the page's own host and port
-    # (ws: for an http: page, wss: for https:).
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+
+def content_security_policy(script_hashes=()):
+    """The page's Content-Security-Policy. Everything the page loads comes
+    from this origin (the load balancer). The only inline scripts that run
+    are those whose SHA-256 (base64) is in ``script_hashes``: the import
+    map's; any other, one a message's HTML smuggled in say, would not. The
+    client configuration is a JSON data block, not a script. (eval is
+    refused too: browser tests using Playwright's wait_for_function need a
+    context made with bypass_csp=True.)"""
+    return '; '.join([
+        "default-src 'self'",
+        ' '.join(["script-src 'self'",
+                  *(f"'sha256-{digest}'" for digest in script_hashes)]),
+        "style-src 'self'",
+        "img-src 'self' data:",      # Bootstrap draws some icons as data: SVGs
+        # REST API and Socket.IO: CSP 3 browsers (Chromium, Firefox, Safari
+        # 15.4+) let 'self' cover WebSockets to the page's own host and port
+        # (ws: for an http: page, wss: for https:).
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ])
 
 
 def client_config():
-    """What app.js needs to know, rendered into the page as JSON."""
+    """What the client (static/client/) needs to know, rendered into the
+    page as JSON."""
     config = current_app.config
     return {'socketio': bool(config['UI_SOCKETIO']),
             'version': config['VERSION'],
@@ -100,11 +109,53 @@ def static_url(filename):
     return url_for('static', filename=filename, v=content_hash(filename))
 
 
+# The chat client: ES modules under static/client/, served as they are;
+# the page loads the entry, which imports the others.
+CLIENT_FOLDER = 'client'
+CLIENT_ENTRY = 'client/main.js'
+
+
+def client_modules():
+    """The client's modules (paths under static/), sorted."""
+    folder = Path(current_app.static_folder)
+    return sorted(path.relative_to(folder).as_posix()
+                  for path in (folder / CLIENT_FOLDER).rglob('*.js')
+                  if path.is_file())
+
+
+def import_map(modules):
+    """The page's import map, as the text of its script element.
+
+    A module imports another by its plain relative URL (what a browser
+    resolves it to also works without this map, and in Node); the map
+    sends each such URL to the one carrying the module's content hash,
+    so that every module is cached like every other static file, and a
+    changed module gets a new URL while the others keep theirs."""
+    return htmlsafe_json_dumps({'imports': {
+        url_for('static', filename=module): static_url(module)
+        for module in modules}}, sort_keys=True)
+
+
+def script_hash(text):
+    """The SHA-256 (base64) of an inline script's text, by which a CSP
+    allows it to run."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return base64.b64encode(digest).decode()
+
+
 @ui.route('/')
 def index():
+    modules = client_modules()
+    imports = import_map(modules)
     response = make_response(render_template(
-        'index.html', client_config=client_config()))
-    response.headers['Content-Security-Policy'] = CONTENT_SECURITY_POLICY
+        'index.html', client_config=client_config(), import_map=imports,
+        # Fetched at once, in parallel, rather than one level of imports
+        # after the other (the entry is the page's module script).
+        module_preloads=[module for module in modules
+                         if module != CLIENT_ENTRY],
+        client_entry=CLIENT_ENTRY))
+    response.headers['Content-Security-Policy'] = \
+        content_security_policy([script_hash(imports)])
     response.cache_control.no_cache = True
     return response
 

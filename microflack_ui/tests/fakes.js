@@ -1,6 +1,4 @@
 // Fakes and fixtures shared by the unit tests (not a test file itself).
-'use strict';
-
 /** A fetch answering from `routes` ("METHOD /path" -> status, body); every
  * call is kept in `calls` as {method, url, headers, body}. */
 function fakeFetch(routes) {
@@ -183,7 +181,7 @@ function query(url) {
   return Object.fromEntries(new URL(url, 'http://fake.invalid').searchParams);
 }
 
-// --- a fake DOM, enough for the message list (app.js's MessageListView) --
+// --- a fake DOM, enough for the message list (MessageListView) -------
 //
 // It keeps count of what a browser would have to do: `insertions` (nodes
 // or fragments put into a connected element), `reads` (layout properties
@@ -527,7 +525,7 @@ function fakeMessageList(height) {
   return { document, list, status, messages, empty, notice };
 }
 
-module.exports = {
+export {
   fakeFetch, memoryStorage, jwt, HOUR, DAY, NOW, user, message, settle,
   fakeServer, query, FakeDocument, FakeElement, fakeMessageList,
 };

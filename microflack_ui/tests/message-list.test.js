@@ -1,17 +1,18 @@
-// Unit tests of the message list (MessageListView in static/app.js) on a
+// Unit tests of the message list (static/client/message-list-view.js) on a
 // fake DOM that counts what a browser would do (fakes.fakeMessageList):
 // DOM insertions and forced layouts per change, where the reader's view
 // goes. `npm test`.
-'use strict';
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
 
-const assert = require('node:assert/strict');
-const { describe, it } = require('node:test');
-
-const MF = require('../static/app.js');
-const {
+import './globals.js';
+import { Chat } from '../static/client/chat.js';
+import { MessageListView } from '../static/client/message-list-view.js';
+import { mergeModels } from '../static/client/models.js';
+import {
   fakeFetch, memoryStorage, NOW, user, message, settle, fakeServer,
   fakeMessageList,
-} = require('./fakes.js');
+} from './fakes.js';
 
 const LATER = NOW + 10000;
 const HEIGHT = 500;          // the list's height (px)
@@ -31,10 +32,10 @@ function people(count) {
 function setup(state, options) {
   const server = Object.assign({ now: LATER }, state);
   const fetch = fakeFetch(fakeServer(server));
-  const chat = new MF.Chat(Object.assign({ fetch, storage: memoryStorage(),
+  const chat = new Chat(Object.assign({ fetch, storage: memoryStorage(),
     now: () => server.now * 1000, pageSize: 20 }, options));
   const dom = fakeMessageList(HEIGHT);
-  const list = new MF.MessageListView({ el: dom.list, messages: dom.messages,
+  const list = new MessageListView({ el: dom.list, messages: dom.messages,
     status: dom.status, empty: dom.empty, notice: dom.notice,
     collection: chat.messages, chat });
   return { chat, fetch, server, dom, list };
@@ -212,7 +213,7 @@ describe('MessageListView: live changes', () => {
     // authors 1..10 are known, 11..20 not yet
     assert.equal(dom.messages.children[10].find('.author').textContent, '…');
     const counts = await counting(dom, () => {
-      MF.mergeModels(chat.users, Array.from({ length: 10 },
+      mergeModels(chat.users, Array.from({ length: 10 },
         (_u, i) => user(11 + i, `v${11 + i}`)));
       chat.users.get(1).set('nickname', 'renamed');
     });

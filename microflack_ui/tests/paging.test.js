@@ -1,17 +1,21 @@
-// Unit tests of the paging logic of static/app.js (issue 14): first pages,
+// Unit tests of the paging logic of static/client/ (issue 14): first pages,
 // authors, older pages, catching up with the changes feeds, pushes, old
 // services. The server is a miniature of the paging contract
 // (fakes.fakeServer). `npm test`.
-'use strict';
+import assert from 'node:assert/strict';
+import { describe, it, mock, beforeEach, afterEach } from 'node:test';
 
-const assert = require('node:assert/strict');
-const { describe, it, mock, beforeEach, afterEach } = require('node:test');
-
-const MF = require('../static/app.js');
-const {
+import './globals.js';
+import { Chat } from '../static/client/chat.js';
+import { onlineUsers } from '../static/client/models.js';
+import { PollingTransport } from '../static/client/polling-transport.js';
+import {
+  AUTHORS_WAIT, MAX_CATCHUP_PAGES, POLL_INTERVAL,
+} from '../static/client/settings.js';
+import {
   fakeFetch, memoryStorage, NOW, DAY, user, message, settle, fakeServer,
   query,
-} = require('./fakes.js');
+} from './fakes.js';
 
 const LATER = NOW + 10000;     // the server's time: after every message
 
@@ -31,7 +35,7 @@ function people(count, online) {
 function setup(state, options) {
   const server = Object.assign({ now: LATER }, state);
   const fetch = fakeFetch(fakeServer(server));
-  const chat = new MF.Chat(Object.assign({ fetch, storage: memoryStorage(),
+  const chat = new Chat(Object.assign({ fetch, storage: memoryStorage(),
     now: () => server.now * 1000, pageSize: 20 }, options));
   return { chat, fetch, server };
 }
@@ -90,7 +94,7 @@ describe('first load', () => {
       const loading = chat.loadNewestMessages();
       await settle();
       assert.equal(chat.messages.length, 0);
-      mock.timers.tick(MF.AUTHORS_WAIT);
+      mock.timers.tick(AUTHORS_WAIT);
       await loading;
       assert.deepEqual(chat.messages.pluck('id'), [1, 2, 3]);
     } finally {
@@ -124,7 +128,7 @@ describe('first load', () => {
     const server = fakeServer({ users: people(3) });
     const fetch = fakeFetch({ 'GET /api/users': (call) =>
       (fail ? [503, { error: 'down' }] : server['GET /api/users'](call)) });
-    const chat = new MF.Chat({ fetch, storage: memoryStorage() });
+    const chat = new Chat({ fetch, storage: memoryStorage() });
     await chat.fetchAuthors([1, 2]);
     assert.equal(chat.users.length, 0);
     assert.equal(chat.missingUsers.size, 0);
@@ -202,7 +206,7 @@ describe('older pages', () => {
       assert.equal(chat.api.fetch.calls.length, 1);
       chat.api.fetch = fetch;
       server.messages = messages;
-      mock.timers.tick(MF.POLL_INTERVAL);
+      mock.timers.tick(POLL_INTERVAL);
       assert.deepEqual(states, ['loading', 'more', 'more']);
       assert.equal(await chat.loadOlder(), true);
     } finally {
@@ -286,10 +290,10 @@ describe('catching up (the changes feeds)', () => {
     const from = fetch.calls.length;
     await chat.refresh();
     const feed = urls(fetch, from).filter((url) => url.startsWith('/api/messages'));
-    assert.equal(feed.length, MF.MAX_CATCHUP_PAGES + 2);
-    assert.equal(feed[MF.MAX_CATCHUP_PAGES], '/api/messages?limit=20');
+    assert.equal(feed.length, MAX_CATCHUP_PAGES + 2);
+    assert.equal(feed[MAX_CATCHUP_PAGES], '/api/messages?limit=20');
     // then what changed while that page came
-    assert.equal(feed[MF.MAX_CATCHUP_PAGES + 1],
+    assert.equal(feed[MAX_CATCHUP_PAGES + 1],
       `/api/messages?updated_since=${LATER + 999}`);
     assert.deepEqual(resets, [_range(136, 145)]);
     assert.equal(chat.older, '/api/messages?before=136&limit=10');
@@ -318,7 +322,7 @@ describe('catching up (the changes feeds)', () => {
       { updated_at: LATER + u.id }));
     await chat.refresh();
     assert.deepEqual(chat.users.pluck('id'), [1, 2, 3, 7]);
-    assert.deepEqual(MF.onlineUsers(chat.users.toJSON()).map((u) => u.id), [1, 3]);
+    assert.deepEqual(onlineUsers(chat.users.toJSON()).map((u) => u.id), [1, 3]);
     assert.equal(chat.users.get(7).get('nickname'), 'u7');   // still named
   });
 
@@ -386,7 +390,7 @@ describe('pushes', () => {
     chat.applyUpdate('User', user(4, 'u4', { online: false, updated_at: LATER }));
     chat.applyUpdate('User', user(5, 'u5', { online: true, updated_at: LATER }));
     assert.deepEqual(chat.users.pluck('id'), [1, 2, 5]);
-    assert.deepEqual(MF.onlineUsers(chat.users.toJSON()).map((u) => u.id), [1, 5]);
+    assert.deepEqual(onlineUsers(chat.users.toJSON()).map((u) => u.id), [1, 5]);
   });
 });
 
@@ -418,7 +422,7 @@ describe('PollingTransport', () => {
 
   it('loads the first pages, then catches up every second', async () => {
     const { chat, fetch } = setup({ messages: history(50), users: people(10, [1]) });
-    const transport = new MF.PollingTransport(chat, { timers: globalThis });
+    const transport = new PollingTransport(chat, { timers: globalThis });
     transport.start();
     for (let i = 0; i < 5; i++) {
       await settle();
@@ -426,7 +430,7 @@ describe('PollingTransport', () => {
     assert.deepEqual(urls(fetch).slice(0, 2), ['/api/messages?limit=20',
       '/api/users?online=1&limit=500']);
     const from = fetch.calls.length;
-    mock.timers.tick(MF.POLL_INTERVAL);
+    mock.timers.tick(POLL_INTERVAL);
     for (let i = 0; i < 5; i++) {
       await settle();
     }

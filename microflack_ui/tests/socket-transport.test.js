@@ -1,14 +1,16 @@
-// Unit tests of SocketTransport (static/app.js), driven by a fake socket
-// in place of socket.io-client: `npm test`.
-'use strict';
+// Unit tests of SocketTransport (static/client/socket-transport.js),
+// driven by a fake socket in place of socket.io-client: `npm test`.
+import assert from 'node:assert/strict';
+import { describe, it, mock, beforeEach, afterEach } from 'node:test';
 
-const assert = require('node:assert/strict');
-const { describe, it, mock, beforeEach, afterEach } = require('node:test');
-
-const MF = require('../static/app.js');
-const {
+import './globals.js';
+import { Chat } from '../static/client/chat.js';
+import { PollingTransport } from '../static/client/polling-transport.js';
+import { SocketTransport } from '../static/client/socket-transport.js';
+import { makeTransport, readConfig } from '../static/client/start.js';
+import {
   fakeFetch, memoryStorage, jwt, HOUR, NOW, user, message, settle, fakeServer,
-} = require('./fakes.js');
+} from './fakes.js';
 
 /** What the transport sees of a socket.io-client Socket; the test plays
  * the server with connectNow(), drop(), serverEvent(). */
@@ -83,7 +85,7 @@ class FakeSocket {
  * started), and what the chat reported as 'connection' events. */
 function setup(routes, options) {
   const fetch = fakeFetch(routes);
-  const chat = new MF.Chat({ fetch, storage: memoryStorage(),
+  const chat = new Chat({ fetch, storage: memoryStorage(),
     now: () => NOW * 1000 });
   const sockets = [];
   const io = (opts) => {
@@ -91,7 +93,7 @@ function setup(routes, options) {
     sockets.push(socket);
     return socket;
   };
-  const transport = new MF.SocketTransport(chat, Object.assign({ io },
+  const transport = new SocketTransport(chat, Object.assign({ io },
     options));
   const connection = [];
   chat.on('connection', (ok) => connection.push(ok));
@@ -430,24 +432,24 @@ describe('page configuration', () => {
   }
 
   it('reads the settings block, with defaults', () => {
-    assert.deepEqual(MF.readConfig(page('{"socketio": true, "version": "1.1.0", "ping_interval": 5}')),
+    assert.deepEqual(readConfig(page('{"socketio": true, "version": "1.1.0", "ping_interval": 5}')),
       { socketio: true, version: '1.1.0', ping_interval: 5 });
-    assert.deepEqual(MF.readConfig(page('not json')),
+    assert.deepEqual(readConfig(page('not json')),
       { socketio: false, version: '', ping_interval: 30 });
-    assert.equal(MF.readConfig(page('{"ping_interval": -1}')).ping_interval, 30);
-    assert.equal(MF.readConfig(page('{"ping_interval": "5"}')).ping_interval, 30);
+    assert.equal(readConfig(page('{"ping_interval": -1}')).ping_interval, 30);
+    assert.equal(readConfig(page('{"ping_interval": "5"}')).ping_interval, 30);
   });
 
   it('picks the Socket.IO transport when asked and socket.io-client is there', () => {
-    const chat = new MF.Chat({ fetch: fakeFetch({}), storage: memoryStorage() });
+    const chat = new Chat({ fetch: fakeFetch({}), storage: memoryStorage() });
     const warn = mock.method(console, 'warn', () => {});
     try {
-      assert.ok(MF.makeTransport(chat, { socketio: false }) instanceof MF.PollingTransport);
-      assert.ok(MF.makeTransport(chat, { socketio: true }) instanceof MF.PollingTransport);
+      assert.ok(makeTransport(chat, { socketio: false }) instanceof PollingTransport);
+      assert.ok(makeTransport(chat, { socketio: true }) instanceof PollingTransport);
       assert.equal(warn.mock.callCount(), 1);   // no window.io here
       globalThis.io = (opts) => new FakeSocket(opts);
-      const transport = MF.makeTransport(chat, { socketio: true });
-      assert.ok(transport instanceof MF.SocketTransport);
+      const transport = makeTransport(chat, { socketio: true });
+      assert.ok(transport instanceof SocketTransport);
       assert.equal(transport.io, globalThis.io);
     } finally {
       delete globalThis.io;
