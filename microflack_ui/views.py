@@ -91,7 +91,7 @@ def file_hash(path):
 
 @ui.record_once
 def _add_content_hashes(state):
-    state.app.extensions['ui_content_hashes'] = ContentHashes()
+    state.app.extensions['microflack_content_hashes'] = ContentHashes()
 
 
 def content_hash(filename):
@@ -99,7 +99,7 @@ def content_hash(filename):
     path = safe_join(current_app.static_folder, filename)
     if path is None:
         return None
-    return current_app.extensions['ui_content_hashes'].of(path)
+    return current_app.extensions['microflack_content_hashes'].of(path)
 
 
 @ui.app_template_global()
