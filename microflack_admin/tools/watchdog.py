@@ -262,7 +262,7 @@ class Watchdog:
         for name, (pid, started, future) in list(self._probes.items()):
             if future.done():
                 del self._probes[name]
-                healthy = future.result()
+                healthy = future.exception() is None and future.result()
             elif now - started > self.probe_timeout:
                 healthy = False         # still waiting: as good as failed
             else:
