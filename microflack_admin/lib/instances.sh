@@ -1,11 +1,12 @@
 # shellcheck shell=bash
 # Running service instances, recorded in $MF_HOME/run/instances/<id>.info
-# (SERVICE, TAG, PORT, RUNTIME, PID, SUPERVISED). In the native runtime an
-# instance is one gunicorn master started from a release by the service's
-# boot.sh, a program of the platform's supervisor named after the instance
-# id (SUPERVISED=1; PID was its first pid: the supervisor knows the
-# current one); in the Docker runtime it is a container named after the
-# instance id, started from the service's image (PID follows its log).
+# (SERVICE, TAG, PORT, RUNTIME, PID, SUPERVISED; STOPPING=1 once a stop
+# began). In the native runtime an instance is one gunicorn master
+# started from a release by the service's boot.sh, a program of the
+# platform's supervisor named after the instance id (SUPERVISED=1; PID was
+# its first pid: the supervisor knows the current one); in the Docker
+# runtime it is a container named after the instance id, started from the
+# service's image (PID follows its log).
 # Source after common.sh and daemons.sh.
 
 # shellcheck source=images.sh
@@ -256,6 +257,12 @@ stop_instance() {
   local instance="$1" service pid status=0
   service="$(instance_field "$instance" SERVICE)"
   pid="$(instance_pid "$instance" || true)"
+  # The watchdog leaves a stopping instance alone: it answers no health
+  # check while it drains, and a kill would make the supervisor (or
+  # Docker) start it again.
+  if [ -f "$INSTANCES_DIR/$instance.info" ]; then
+    printf 'STOPPING=1\n' >> "$INSTANCES_DIR/$instance.info"
+  fi
   deregister "$service" "$instance" || status=1
   if [ "$(instance_runtime "$instance")" = docker ]; then
     # SIGTERM to the container is a stop for Docker: no restart follows.

@@ -6,7 +6,6 @@ leaves it healthy for the next. Each fault is bounded in time.
 """
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,7 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 import socketio
-from mfbench_faults import kill_database_connections, supervisorctl
+from mfbench_faults import (
+    kill_database_connections,
+    program_pid,
+    supervisorctl,
+)
 from mfplatform import (
     ADMIN,
     MixedLoad,
@@ -34,6 +37,9 @@ from microflack_common.testing import free_port
 DB_PREFIX = checkout_db_prefix('mffault')
 # Connections one client address may hold (the platform's setting here).
 CLIENT_MAXCONN = 150
+# Seconds of failed health checks after which the watchdog kills an
+# instance (the platform's setting here: 30 by default).
+WATCHDOG_TIMEOUT = 4
 
 
 @pytest.fixture(scope='module')
@@ -43,6 +49,7 @@ def faulty(tmp_path_factory):
     platform = Platform(tmp_path_factory.mktemp('mffaults'),
                         {'MF_DB_PREFIX': DB_PREFIX,
                          'LB_CLIENT_MAXCONN': str(CLIENT_MAXCONN),
+                         'WATCHDOG_TIMEOUT': str(WATCHDOG_TIMEOUT),
                          'REDIS': f'127.0.0.1:{free_port()}'})
     try:
         platform.run('install/setup-all-in-one.sh', timeout=900)
@@ -196,8 +203,7 @@ def test_one_client_address_holds_at_most_client_maxconn(faulty):
 
 def instance_processes(platform, instance):
     """The gunicorn master of a native instance and its workers."""
-    info = (platform.home / 'run' / 'instances' / f'{instance}.info').read_text()
-    master = int(re.search(r'^PID=(\d+)$', info, re.M).group(1))
+    master = program_pid(platform, instance)
     workers = subprocess.run(['pgrep', '-P', str(master)],
                              capture_output=True, text=True).stdout.split()
     return [master, *map(int, workers)]
@@ -209,14 +215,25 @@ def routed_servers(platform, backend):
                   and row['status'] == 'UP')
 
 
-def test_a_hung_instance_costs_no_get(faulty):
-    """One of two messages instances hangs (SIGSTOP) for 15 s under load:
-    no GET waits past 12 s or fails (the hung one is out after two failed
-    health checks; a GET it holds is sent to the other after the
-    backend's timeout_server, 10 s); every POST answered 201 is stored; it
-    serves again once it resumes."""
+def listening(port):
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_hung_instance_is_replaced(faulty):
+    """One of two messages instances hangs (SIGSTOP, never resumed) under
+    load: it is out of the rotation after two failed health checks; the
+    watchdog kills it after WATCHDOG_TIMEOUT s and the supervisor starts
+    it again, so that a new process of it serves and is routed within
+    WATCHDOG_TIMEOUT + 10 s. No GET fails or waits past 12 s, every POST
+    answered 201 is stored, the hung processes are gone. Then stopped by
+    mfkill, it stays stopped."""
     lb = faulty.lb
     second = faulty.run('mfrun', 'messages').stdout.split()[-1]
+    port = int(second.rsplit('_', 1)[1])
     try:
         faulty.wait_for(lambda: len(routed_servers(
             faulty, 'messages_backend')) == 2, timeout=20, what='2 routed')
@@ -230,26 +247,46 @@ def test_a_hung_instance_costs_no_get(faulty):
                                   json={'source': 'beside a hung one'},
                                   timeout=30))
         processes = instance_processes(faulty, second)
+        old = processes[0]
         with load:
             time.sleep(1)
             for pid in processes:
                 os.kill(pid, signal.SIGSTOP)
+            hung = time.monotonic()
             try:
-                time.sleep(15)
-                assert routed_servers(faulty, 'messages_backend') == \
-                    [name for name in faulty.instances('messages')
-                     if name != second]
+                faulty.wait_for(lambda: second not in routed_servers(
+                    faulty, 'messages_backend'), timeout=5,
+                    what='out of the rotation')
+
+                def replaced():
+                    pid = program_pid(faulty, second)
+                    return pid not in (None, old) and second in \
+                        routed_servers(faulty, 'messages_backend')
+                faulty.wait_for(replaced, timeout=WATCHDOG_TIMEOUT + 10,
+                                interval=0.2, what='replaced and routed')
+                print(f'{second} hung: a new process routed after '
+                      f'{time.monotonic() - hung:.1f} s')
             finally:
-                for pid in processes:
-                    os.kill(pid, signal.SIGCONT)
-            faulty.wait_for(lambda: len(routed_servers(
-                faulty, 'messages_backend')) == 2, timeout=20,
-                what='back in')
+                for pid in processes:   # what is left, if the test failed
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
             time.sleep(1)
         print(f'{load.requests} requests, failed: {load.failures}')
         assert [f for f in load.failures if f[0] == 'GET'] == []
         assert set(load.created) <= table_ids(f'{DB_PREFIX}messages',
                                               'messages')
+        assert not any(Path('/proc', str(pid)).exists() for pid in processes)
+        log = (faulty.home / 'logs' / 'lb.log').read_text()
+        assert f'killed {second} (pid {old} and its process group)' in log
+        # An operator's stop is not undone, though the instance answers no
+        # health check while it drains.
+        faulty.run('mfkill', second)
+        time.sleep(WATCHDOG_TIMEOUT + 2)
+        assert program_pid(faulty, second) is None
+        assert not listening(port)
+        assert second not in faulty.instances('messages')
     finally:
         faulty.run('mfkill', second, check=False)
 
@@ -462,24 +499,29 @@ def test_a_killed_instance_is_started_again(faulty):
 
 
 def test_the_fault_benchmark_in_short(faulty, tmp_path):
-    """mfbench-faults, small: three faults and three reload races on this
-    platform; each fault's figures are printed, the platform recovers from
-    each, and HAProxy matched the registry after every race."""
+    """mfbench-faults, small: four faults (one an instance hung until the
+    watchdog replaces it) and three reload races on this platform; each
+    fault's figures are printed, the platform recovers from each, and
+    HAProxy matched the registry after every race."""
     out = tmp_path / 'faults.json'
     result = subprocess.run(
         [sys.executable, str(ADMIN / 'tools' / 'mfbench_faults.py'),
          '--home', str(faulty.home), '--clients', '2', '--outage', '2',
-         '--only', 'messages instance killed|HAProxy killed|Redis restart',
+         '--only', 'messages instance killed|HAProxy killed|Redis restart|'
+                   'hung instance replaced',
          '--trials', '3', '--json', str(out)],
         env=faulty.env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     results = json.loads(out.read_text())
     assert [row['fault'] for row in results['faults']] == [
-        'messages instance killed', 'HAProxy killed', 'Redis restart']
+        'messages instance killed', 'HAProxy killed', 'Redis restart',
+        'hung instance replaced']
     for row in results['faults']:
         assert row['recover_s'] is not None, row
         assert row['get_ok'] > 0 and row['lost'] == 0, row
     assert len(results['reload_race_s']) == 3
     assert all(seconds is not None for seconds in results['reload_race_s'])
     assert 'HAProxy killed' in result.stdout
+    replaced = results['faults'][-1]['recover_s']
+    assert replaced < WATCHDOG_TIMEOUT + 10, replaced
     assert 'reload race: 3 trials' in result.stdout

@@ -13,7 +13,9 @@ instance routed again, a GET answered) and counts:
   to the open page (no push, and no resync after it that would have made
   the page read it);
 - the time to recover: from the end of the fault (the kill, or the end of
-  an outage) until the platform serves as before.
+  an outage) until the platform serves as before; for an instance hung
+  until the watchdog replaces it, from the hang until a new process of it
+  serves and is routed.
 
 Then the reload race: ``--trials`` times a registry key added and removed
 50-250 ms apart, and the time from the last change until HAProxy's
@@ -277,19 +279,54 @@ def kill_db_connections(seconds):
     return fault
 
 
+def stop_instance_processes(platform, name):
+    """SIGSTOP to an instance's master and workers; returns the master's
+    pid and theirs."""
+    master = program_pid(platform, name)
+    workers = subprocess.run(['pgrep', '-P', str(master)],
+                             capture_output=True, text=True).stdout.split()
+    pids = [master, *map(int, workers)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return master, pids
+
+
 def hang_instance(seconds):
     def fault(platform):
         name = sorted(platform.instances('messages'))[0]
-        master = program_pid(platform, name)
-        workers = subprocess.run(['pgrep', '-P', str(master)],
-                                 capture_output=True, text=True).stdout.split()
-        pids = [master, *map(int, workers)]
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        _, pids = stop_instance_processes(platform, name)
         time.sleep(seconds)
         for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass        # the watchdog replaced it (a hang past its timeout)
     return fault
+
+
+def watchdog_timeout(platform):
+    """The seconds after which the platform's watchdog kills a hung
+    instance (from its program's command line; 30 if not found)."""
+    conf = platform.home / 'supervisor' / 'programs' / 'watchdog.conf'
+    try:
+        found = re.search(r"'--timeout' '([0-9.]+)'", conf.read_text())
+    except OSError:
+        found = None
+    return float(found.group(1)) if found else 30.0
+
+
+def hang_until_replaced(platform):
+    """A messages instance hung and never resumed: the fault lasts until
+    the watchdog killed it and a new process of it runs (returned: what
+    must hold, besides serving as before, for it to be over)."""
+    name = sorted(platform.instances('messages'))[0]
+    master, _ = stop_instance_processes(platform, name)
+
+    def replaced():
+        pid = program_pid(platform, name)
+        return pid is not None and pid != master \
+            and not Path('/proc', str(master)).exists()
+    return replaced
 
 
 def slow_bodies(clients, seconds):
@@ -332,6 +369,8 @@ def faults(args):
          kill_db_connections(args.outage)),
         ('messages instance hung', f'SIGSTOP for {args.hang} s, 1 of 2',
          hang_instance(args.hang)),
+        ('hung instance replaced', 'SIGSTOP until the watchdog',
+         hang_until_replaced),
         ('slow request bodies', f'{args.slow} clients, {args.outage} s',
          slow_bodies(args.slow, args.outage)),
     ]
@@ -342,9 +381,15 @@ def run_fault(platform, load, page, name, how, fault, recover_timeout):
     load.reset()
     started = time.monotonic()
     print(f'{PROG}: {name} ({how}) ...', flush=True)
-    fault(platform)
+    over = fault(platform)
     ended = time.monotonic()
-    recovered = wait_for(lambda: serves_as_before(platform, servers),
+    if over is not None:
+        # A fault that ends by itself (the watchdog's kill): timed from
+        # its start.
+        recover_timeout += watchdog_timeout(platform)
+        ended = started
+    recovered = wait_for(lambda: (over is None or over())
+                         and serves_as_before(platform, servers),
                          recover_timeout)
     recover_s = time.monotonic() - ended if recovered else None
     if not recovered:
