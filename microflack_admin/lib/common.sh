@@ -5,6 +5,8 @@
 
 # shellcheck source=../mfvars
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/mfvars"
+# shellcheck source=processes.sh
+source "$MF_ADMIN/lib/processes.sh"
 
 MF_SCRIPT="$(basename "$0")"
 

@@ -2,16 +2,6 @@
 # Starting the platform's stateful daemons when they are not running yet.
 # Source after common.sh. Running ones are used as they are, never doubled.
 
-# wait_until SECONDS COMMAND...: retry COMMAND until it succeeds.
-wait_until() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
-
 mariadb_root() { mariadb --protocol=socket -uroot "$@"; }
 
 ensure_mariadb() {
@@ -82,19 +72,6 @@ ensure_etcd() {
   echo $! > "$MF_HOME/run/etcd.pid"
   wait_until 20 etcd_v2_answers "$ETCD" ||
     die "etcd did not start (see $MF_HOME/logs/etcd.log)"
-}
-
-# stop_pidfile FILE [SECONDS]: TERM the process, KILL it if it lingers.
-stop_pidfile() {
-  local file="$1" pid
-  [ -f "$file" ] || return 0
-  pid="$(cat "$file")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait_until "${2:-10}" bash -c "! kill -0 $pid" ||
-      kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$file"
 }
 
 stop_etcd() { stop_pidfile "$MF_HOME/run/etcd.pid"; }

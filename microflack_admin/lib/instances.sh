@@ -281,7 +281,7 @@ wait_stopped() {
     # gunicorn exits 0 once drained, which the supervisor does not restart;
     # unsupervise stops what is still there (SIGKILL after the grace).
     if [ -n "$pid" ] &&
-        ! wait_until "${STOP_TIMEOUT:-15}" bash -c "! kill -0 $pid"; then
+        ! wait_until "${STOP_TIMEOUT:-15}" process_gone "$pid"; then
       log "$instance did not stop in time: killing it"
     fi
     unsupervise "$instance"
@@ -293,7 +293,7 @@ wait_stopped() {
     # Its log follower ends with the container.
     docker rm --force "$instance" >/dev/null 2>&1 || true
   elif [ -n "$pid" ] &&
-      ! wait_until "${STOP_TIMEOUT:-15}" bash -c "! kill -0 $pid"; then
+      ! wait_until "${STOP_TIMEOUT:-15}" process_gone "$pid"; then
     log "$instance did not stop in time: killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi

@@ -98,6 +98,25 @@ supervise() {
   esac
 }
 
+# supervise_daemon NAME LOG STOPSIGNAL STOPWAITSECS COMMAND_LINE: a
+# long-running program of the platform (started again whenever it exits),
+# its output appended to LOG (the supervisor appends: a program that makes
+# its output non-blocking would otherwise take O_APPEND off the file).
+supervise_daemon() {
+  supervise "$1" <<CONF
+[program:$1]
+command=$5
+autorestart=true
+startsecs=1
+startretries=3
+stopsignal=$3
+stopwaitsecs=$4
+redirect_stderr=true
+stdout_logfile=$(conf_value "$2")
+stdout_logfile_maxbytes=0
+CONF
+}
+
 # program_state NAME: RUNNING, STARTING, BACKOFF, EXITED, FATAL, ... (empty
 # when the supervisor does not know it).
 program_state() {

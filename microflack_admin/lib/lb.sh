@@ -1,0 +1,279 @@
+# shellcheck shell=bash
+# The load balancer's parts, for mflb: HAProxy in master-worker mode, the
+# watcher that renders its configuration from the registry
+# (tools/lb_watcher.py) and the watchdog (tools/watchdog.py), each a
+# program of the platform's supervisor, which starts a dead one again.
+# Source after common.sh and supervisor.sh.
+
+LB_DIR="$MF_HOME/lb"
+LB_CONFIG="$LB_DIR/haproxy.cfg"
+LB_SETTINGS="$LB_DIR/settings.json"
+HAPROXY_PID="$LB_DIR/haproxy.pid"
+WATCHER_PID="$LB_DIR/watcher.pid"
+MASTER_SOCKET="$LB_DIR/master.sock"
+STATS_SOCKET="$LB_DIR/admin.sock"
+STATE_FILE="$LB_DIR/server-state"
+LB_LOG="$MF_HOME/logs/lb.log"
+WATCHER="$MF_ADMIN/tools/lb_watcher.py"
+WATCHDOG="$MF_ADMIN/tools/watchdog.py"
+# Their names under the supervisor.
+HAPROXY_PROGRAM=lb-haproxy
+WATCHER_PROGRAM=lb-watcher
+WATCHDOG_PROGRAM=watchdog
+
+haproxy_pid() { running_pid "$HAPROXY_PID" "$LB_CONFIG"; }
+
+# haproxy_bin: HAProxy's path (/usr/sbin is not on every user's PATH).
+haproxy_bin() {
+  if command -v haproxy 2>/dev/null; then
+    return 0
+  fi
+  [ -x /usr/sbin/haproxy ] ||
+    die "'haproxy' is not installed: run microflack_admin/install/setup-host.sh"
+  printf '%s\n' /usr/sbin/haproxy
+}
+watcher_pid() { running_pid "$WATCHER_PID" "$WATCHER"; }
+
+tail_log() { tail -n 5 "$LB_LOG" 2>/dev/null | sed 's/^/  /' >&2; }
+
+
+# write_settings BIND PORT THREADS CLIENT_MAXCONN: what the watcher needs besides the
+# registry (the stats password among it, so readable by the owner only).
+write_settings() {
+  (
+    umask 077
+    LB_BIND="$1" LB_PORT="$2" LB_THREADS="$3" LB_CLIENT_MAXCONN="$4" \
+      STATS_SOCKET="$STATS_SOCKET" STATE_FILE="$STATE_FILE" "$ADMIN_VENV/bin/python" -c '
+import json, os, sys
+json.dump({"bind": os.environ["LB_BIND"], "port": int(os.environ["LB_PORT"]),
+           "threads": int(os.environ["LB_THREADS"]),
+           "client_maxconn": int(os.environ["LB_CLIENT_MAXCONN"]),
+           "stats_user": os.environ["STATS_USER"],
+           "stats_password": os.environ["STATS_PASSWORD"],
+           "stats_socket": os.environ["STATS_SOCKET"],
+           "state_file": os.environ["STATE_FILE"]}, sys.stdout)
+' > "$LB_SETTINGS.new"
+    mv "$LB_SETTINGS.new" "$LB_SETTINGS"
+  )
+}
+
+watcher_args() {
+  printf '%s\n' "$WATCHER" --etcd "$ETCD" --config "$LB_CONFIG" \
+    --settings "$LB_SETTINGS" --haproxy "$HAPROXY" \
+    --master-pid-file "$HAPROXY_PID"
+}
+
+start_haproxy() {
+  local args output
+  mapfile -t args < <(watcher_args)
+  # The first configuration, from the registry as it is now.
+  if ! output="$("$ADMIN_VENV/bin/python" "${args[@]}" --once 2>&1)"; then
+    printf '%s\n' "$output" >> "$LB_LOG"
+    die "cannot write HAProxy's configuration: ${output##*$'\n'}"
+  fi
+  printf '%s\n' "$output" >> "$LB_LOG"
+  rm -f "$MASTER_SOCKET" "$STATS_SOCKET" "$HAPROXY_PID"
+  # Under the supervisor, which starts it again if it dies (the
+  # configuration the watcher keeps current is there). Its output goes to
+  # the log through the supervisor, which appends: HAProxy makes its
+  # standard output non-blocking, which would take O_APPEND off a file it
+  # was given, and it would write over the watcher's lines. USR1 stops it
+  # softly: the workers finish their connections first.
+  supervise_daemon "$HAPROXY_PROGRAM" "$LB_LOG" USR1 15 \
+    "$(conf_value "$HAPROXY") -W -S $(conf_value "$MASTER_SOCKET"),mode,600 -f $(conf_value "$LB_CONFIG") -p $(conf_value "$HAPROXY_PID")"
+  if ! wait_started "$HAPROXY_PROGRAM" haproxy_ready; then
+    tail_log
+    unsupervise "$HAPROXY_PROGRAM"
+    die "HAProxy did not start (log: $LB_LOG)"
+  fi
+  log "HAProxy started (master pid $(haproxy_pid))"
+}
+
+haproxy_ready() { haproxy_pid >/dev/null && [ -S "$STATS_SOCKET" ]; }
+
+# wait_started PROGRAM COMMAND...: wait (10 s at most) until COMMAND
+# succeeds, giving up as soon as PROGRAM, just started, has exited (the
+# supervisor would try again: BACKOFF).
+wait_started() {
+  local program="$1" deadline=$((SECONDS + 10))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    case "$(program_state "$program")" in
+      BACKOFF|FATAL|EXITED|'') return 1 ;;
+    esac
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+start_watcher() {
+  local args
+  mapfile -t args < <(watcher_args)
+  # Under the supervisor too: a dead watcher would leave HAProxy on a
+  # configuration that no longer follows the registry.
+  supervise_daemon "$WATCHER_PROGRAM" "$LB_LOG" TERM 10 \
+    "$(conf_command "$ADMIN_VENV/bin/python" "${args[@]}" --pid-file "$WATCHER_PID")"
+  if ! wait_started "$WATCHER_PROGRAM" watcher_pid; then
+    tail_log
+    unsupervise "$WATCHER_PROGRAM"
+    return 1
+  fi
+  log "watcher started (pid $(watcher_pid))"
+}
+
+watchdog_pid() { program_pid "$WATCHDOG_PROGRAM"; }
+
+# start_watchdog TIMEOUT INTERVAL START_GRACE: the watchdog under the
+# supervisor, its lines in the load balancer's log; its settings are
+# those of this call (a running one with others is started again).
+start_watchdog() {
+  supervise_daemon "$WATCHDOG_PROGRAM" "$LB_LOG" TERM 10 \
+    "$(conf_command "$ADMIN_VENV/bin/python" "$WATCHDOG" --home "$MF_HOME" --timeout "$1" --interval "$2" --start-grace "$3")"
+  if ! wait_started "$WATCHDOG_PROGRAM" watchdog_pid; then
+    tail_log
+    unsupervise "$WATCHDOG_PROGRAM"
+    return 1
+  fi
+}
+
+# check_seconds NAME VALUE: die unless VALUE is a number of seconds
+# (above 0, at most a day).
+check_seconds() {
+  if ! [[ "$2" =~ ^[0-9]{1,5}(\.[0-9]{1,3})?$ ]] ||
+      ! awk -v s="$2" 'BEGIN { exit !(s > 0 && s <= 86400) }'; then
+    die "$1 must be a number of seconds (above 0, at most 86400), not '$2'"
+  fi
+}
+
+lb_start() {
+  local bind="${LB_BIND:-${MICROFLACK_IP:-127.0.0.1}}" port="${LB_PORT:-80}"
+  local threads="${LB_THREADS:-1}" client_maxconn="${LB_CLIENT_MAXCONN:-500}"
+  local watchdog_timeout="${WATCHDOG_TIMEOUT:-30}"
+  local watchdog_interval="${WATCHDOG_INTERVAL:-1}"
+  local start_grace="${START_TIMEOUT:-60}"
+  local hpid wpid started_watcher=
+  local started_haproxy=
+  HAPROXY="$(haproxy_bin)"
+  [ -n "${ETCD:-}" ] ||
+    die "ETCD is not set: give the etcd client URL(s), e.g. ETCD=http://127.0.0.1:2379"
+  if [ -z "${STATS_USER:-}" ] || [ -z "${STATS_PASSWORD:-}" ]; then
+    die "STATS_USER and STATS_PASSWORD (credentials of the /stats page) are not set: run install/make-secrets.sh and source mfvars"
+  fi
+  if ! [[ "$port" =~ ^[0-9]{1,5}$ ]] || [ "$port" -lt 1 ] ||
+      [ "$port" -gt 65535 ]; then
+    die "LB_PORT must be a port number (1-65535), not '$port'"
+  fi
+  if ! [[ "$threads" =~ ^[0-9]{1,2}$ ]] || [ "$threads" -lt 1 ] ||
+      [ "$threads" -gt 64 ]; then
+    die "LB_THREADS must be a number of threads (1-64), not '$threads'"
+  fi
+  if ! [[ "$client_maxconn" =~ ^[0-9]{1,6}$ ]] ||
+      [ "$client_maxconn" -lt 1 ] || [ "$client_maxconn" -gt 100000 ]; then
+    die "LB_CLIENT_MAXCONN must be a number of connections (1-100000), not '$client_maxconn'"
+  fi
+  check_seconds WATCHDOG_TIMEOUT "$watchdog_timeout"
+  check_seconds WATCHDOG_INTERVAL "$watchdog_interval"
+  check_seconds START_TIMEOUT "$start_grace"
+  hpid="$(haproxy_pid || true)"
+  wpid="$(watcher_pid || true)"
+  if [ -n "$hpid" ] && [ -n "$wpid" ] && watchdog_pid >/dev/null; then
+    # Its settings may have changed.
+    start_watchdog "$watchdog_timeout" "$watchdog_interval" "$start_grace" ||
+      die "the watchdog did not start (log: $LB_LOG)"
+    log "already running (HAProxy master pid $hpid, watcher pid $wpid, watchdog pid $(watchdog_pid))"
+    return 0
+  fi
+  ensure_admin_venv
+  mkdir -p "$LB_DIR" "$(dirname "$LB_LOG")"
+  chmod 700 "$LB_DIR"
+  write_settings "$bind" "$port" "$threads" "$client_maxconn"
+  if [ -z "$hpid" ]; then
+    start_haproxy
+    started_haproxy=1
+  fi
+  if [ -z "$wpid" ]; then
+    if ! start_watcher; then
+      # No half-started load balancer: take back what this call started.
+      if [ -n "$started_haproxy" ]; then
+        unsupervise "$HAPROXY_PROGRAM"
+      fi
+      die "the watcher did not start (log: $LB_LOG)"
+    fi
+    started_watcher=1
+  fi
+  if ! start_watchdog "$watchdog_timeout" "$watchdog_interval" \
+      "$start_grace"; then
+    [ -z "$started_watcher" ] || unsupervise "$WATCHER_PROGRAM"
+    [ -z "$started_haproxy" ] || unsupervise "$HAPROXY_PROGRAM"
+    die "the watchdog did not start (log: $LB_LOG)"
+  fi
+  log "watchdog started (pid $(watchdog_pid); kills an instance unhealthy for ${watchdog_timeout} s)"
+  log "load balancer on http://$bind:$port/ (statistics at /stats)"
+}
+
+# stop_program PROGRAM PIDFUNC SIGNAL...: stop one of the two, under the
+# supervisor (first, so that it does not start it again) or, started by an
+# older mflb, by its pid; succeeds if it was running.
+stop_program() {
+  local program="$1" pid_of="$2" pid was=
+  shift 2
+  [ -z "$(program_state "$program")" ] || was=1
+  unsupervise "$program"
+  if pid="$("$pid_of")"; then
+    was=1
+    stop_pid "$pid" 15 "$@" || die "cannot stop $program (pid $pid)"
+  fi
+  [ -n "$was" ]
+}
+
+lb_stop() {
+  local stopped=
+  if [ -n "$(program_state "$WATCHDOG_PROGRAM")" ]; then
+    unsupervise "$WATCHDOG_PROGRAM"
+    log "watchdog stopped"
+    stopped=1
+  fi
+  if stop_program "$WATCHER_PROGRAM" watcher_pid TERM; then
+    log "watcher stopped"
+    stopped=1
+  fi
+  rm -f "$WATCHER_PID"
+  # USR1: soft stop, the workers finish their connections first.
+  if stop_program "$HAPROXY_PROGRAM" haproxy_pid USR1 TERM; then
+    log "HAProxy stopped"
+    stopped=1
+  fi
+  rm -f "$HAPROXY_PID" "$MASTER_SOCKET" "$STATS_SOCKET"
+  [ -n "$stopped" ] || log "not running"
+}
+
+lb_status() {
+  local pid status=0 listen
+  if pid="$(haproxy_pid)"; then
+    listen="$(sed -n 's/^ *bind \([^ ]*\).*/\1/p' "$LB_CONFIG" | head -n 1)"
+    echo "haproxy: running (master pid $pid) on $listen"
+  else
+    echo "haproxy: not running"
+    status=3
+  fi
+  if pid="$(watcher_pid)"; then
+    echo "watcher: running (pid $pid)"
+  else
+    echo "watcher: not running"
+    status=3
+  fi
+  if pid="$(watchdog_pid)"; then
+    echo "watchdog: running (pid $pid)"
+  else
+    echo "watchdog: not running"
+    status=3
+  fi
+  return "$status"
+}
+
+lb_reload() {
+  local pid
+  pid="$(watcher_pid)" || die "the watcher is not running: mflb start"
+  kill -HUP "$pid"
+  log "watcher $pid re-reads the registry and reloads HAProxy"
+}
