@@ -26,32 +26,14 @@ from lb_config import Settings, render  # noqa: E402
 from mfplatform import clean_environ  # noqa: E402
 
 from microflack_common.etcd_client import EtcdClient, EtcdKeyNotFound  # noqa: E402
-from microflack_common.testing import EtcdServer, free_port  # noqa: E402
+from microflack_common.testing import (  # noqa: E402
+    EtcdServer,
+    free_port,
+    wait_for_port,
+    wait_until,
+)
 
 # -- helpers -----------------------------------------------------------
-
-
-def wait_for_port(port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f'nothing listens on 127.0.0.1:{port}')
-
-
-def wait_until(predicate, timeout, interval=0.01):
-    """Poll ``predicate`` until it is true; returns the seconds it took,
-    or None on timeout."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            return None
-        time.sleep(interval)
 
 
 def stop_process(process, sig=signal.SIGTERM, timeout=10):

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from microflack_common.testing import free_port
+from microflack_common.testing import free_port, free_port_pair, wait_until
 
 ADMIN = Path(__file__).resolve().parent.parent
 ROOT = ADMIN.parent
@@ -43,19 +42,6 @@ def clean_environ():
 def checkout_db_prefix(name):
     """The database prefix ``name`` of this checkout's test platforms."""
     return f'{name}{CHECKOUT_TAG}_'
-
-
-def free_port_pair():
-    """Two consecutive free ports (etcd's client and peer ports)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as sock:
-                sock.bind(('127.0.0.1', port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError('no two consecutive free ports')
 
 
 class Platform:
@@ -153,13 +139,11 @@ class Platform:
         return rows
 
     def wait_for(self, predicate, timeout=10, interval=0.05, what='condition'):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f'{what} not met within {timeout} s')
+        """``predicate``'s true value, or AssertionError naming ``what``."""
+        value = wait_until(predicate, timeout, interval)
+        if not value:
+            raise AssertionError(f'{what} not met within {timeout} s')
+        return value
 
     def user_with_token(self, nickname, password='secret'):
         rv = self.http.post(f'{self.lb}/api/users', timeout=10,

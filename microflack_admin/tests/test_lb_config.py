@@ -19,7 +19,8 @@ from lb_config import (
     stale_servers,
 )
 
-from conftest import need_binary, wait_until
+from conftest import need_binary
+from microflack_common.testing import wait_until
 
 GOOD = {'location': '/api/good', 'upstream': {'good_1': '127.0.0.1:5001'}}
 

@@ -14,8 +14,9 @@ import pytest
 import urllib3
 from lb_watcher import REJOIN_GRACE, Watcher
 
-from conftest import Etcd, wait_until
+from conftest import Etcd
 from microflack_common.etcd_client import EtcdEventIndexCleared, EtcdTimeout
+from microflack_common.testing import seconds_until, wait_until
 
 
 def register(etcd, service, location, *backends, balance=None):
@@ -64,7 +65,7 @@ def test_registration_is_routed_within_one_second(lb, etcd, backends):
     users = backends('users_1')
     start = time.monotonic()
     register(etcd, 'users', '/api/users', users)
-    took = wait_until(lambda: lb.routed_to('/api/users/1', 'users_1'), 5)
+    took = seconds_until(lambda: lb.routed_to('/api/users/1', 'users_1'), 5)
     assert took is not None, lb.logs()
     assert time.monotonic() - start < 1.0, lb.logs()
     assert lb.body('/api/users') == 'users_1 GET /api/users\n'
@@ -110,7 +111,7 @@ def test_deleted_upstream_leaves_the_rotation(lb, etcd, backends):
     assert wait_until(lambda: seen.add(lb.body('/api/users')) or
                       len(seen) == 2, 5) is not None
     etcd.delete('/services/users/upstream/users_2')
-    took = wait_until(lambda: {lb.body('/api/users') for _ in range(10)}
+    took = seconds_until(lambda: {lb.body('/api/users') for _ in range(10)}
                       == {'users_1 GET /api/users\n'}, 5)
     assert took is not None and took < 1.0, lb.logs()
 
@@ -124,7 +125,7 @@ def test_killed_backend_is_out_within_three_seconds(lb, etcd, backends):
         time.sleep(0.5)
         assert set(client.counts) == {'users_1', 'users_2'}
         second.kill()  # no deregistration: the key stays in etcd
-        took = wait_until(lambda: lb.server_states().get(
+        took = seconds_until(lambda: lb.server_states().get(
             ('users_backend', 'users_2')) == 0, 5, 0.02)
         before = dict(client.counts)
         time.sleep(0.5)

@@ -12,7 +12,7 @@ import pytest
 import watchdog
 from watchdog import Judge, Watchdog, watched_instances
 
-from conftest import wait_until
+from microflack_common.testing import wait_until
 
 TIMEOUT, GRACE = 30, 60
 

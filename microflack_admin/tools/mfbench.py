@@ -19,7 +19,6 @@ import platform as host_platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,12 @@ import requests
 
 PROG = 'mfbench'
 ADMIN = Path(__file__).resolve().parent.parent
+# The project's waiting and port helpers (the standard library only) come
+# from the source tree: the benchmarks' virtualenv holds no microflack_common.
+sys.path.insert(0, str(ADMIN.parent / 'microflack_common' / 'src'))
+from microflack_common.loopback import free_port, free_port_pair  # noqa: E402
+from microflack_common.polling import seconds_until  # noqa: E402
+
 HELLO_DIR = Path(__file__).resolve().parent / 'bench_hello'
 PAGE = 4096
 
@@ -44,26 +49,10 @@ ORIGINAL = {'get_c32_rps': 182, 'get_c1_p50_ms': 5.4, 'post_c8_rps': 66,
 
 # -- small helpers -------------------------------------------------------
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def session():
     http = requests.Session()
     http.trust_env = False
     return http
-
-
-def wait_for(predicate, timeout, interval=0.01):
-    """Seconds until ``predicate()`` is true, or None after ``timeout``."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(interval)
-    return None
 
 
 def median(values):
@@ -88,16 +77,7 @@ class Platform:
                'MF_DB_PREFIX': 'mfbench_',
                'REDIS_CHANNEL': f'mfbench-{uuid.uuid4().hex[:8]}',
                **(settings or {})}
-        # Two consecutive free ports for etcd (client and peer).
-        while True:
-            port = free_port()
-            try:
-                with socket.socket() as sock:
-                    sock.bind(('127.0.0.1', port + 1))
-                break
-            except OSError:
-                continue
-        env['ETCD_PORT'] = str(port)
+        env['ETCD_PORT'] = str(free_port_pair())
         for name in ('LB', 'ETCD'):
             env.pop(name, None)
         print(f'{PROG}: installing a private platform in {home} ...',
@@ -263,13 +243,13 @@ def bench_discovery(platform, out):
     stable = Hello(platform, f'hello_stable_{uuid.uuid4().hex[:6]}')
     victim = None
     try:
-        if wait_for(lambda: routed_to(platform, http, stable.name), 30) is None:
+        if seconds_until(lambda: routed_to(platform, http, stable.name), 30) is None:
             raise RuntimeError('the hello app was not routed')
         victim = Hello(platform, f'hello_discovery_{uuid.uuid4().hex[:6]}')
-        if wait_for(victim.registered, 30, 0.002) is None:
+        if seconds_until(victim.registered, 30, 0.002) is None:
             raise RuntimeError('the discovery instance did not register')
         registered_at = time.monotonic()
-        if wait_for(lambda: routed_to(platform, http, victim.name), 10, 0) is None:
+        if seconds_until(lambda: routed_to(platform, http, victim.name), 10, 0) is None:
             raise RuntimeError('the discovery instance was never routed')
         out['routed_after_registration_s'] = time.monotonic() - registered_at
         failures, count = [], [0]
@@ -290,7 +270,7 @@ def bench_discovery(platform, out):
         thread.start()
         time.sleep(0.5)
         os.killpg(victim.process.pid, signal.SIGKILL)
-        down = wait_for(lambda: not (platform.stats_status(
+        down = seconds_until(lambda: not (platform.stats_status(
             'hello_backend', victim.name) or 'DOWN').startswith('UP'), 15, 0.02)
         time.sleep(0.5)
         stop.set()
@@ -574,7 +554,7 @@ def measure(platform, args):
     rounds = {'get_c1': [], 'get_c32': [], 'get_c32_direct': [],
               'hello_c32': []}
     try:
-        if wait_for(lambda: routed_to(platform, http, hello.name), 30) is None:
+        if seconds_until(lambda: routed_to(platform, http, hello.name), 30) is None:
             raise RuntimeError('the hello app was not routed')
         # Each round measures everything once, back to back: this machine's
         # speed drifts between rounds, so the ratios are taken within a

@@ -46,6 +46,8 @@ import requests
 import socketio
 from mfbench import free_port, print_results, run_measurements, session
 
+from microflack_common.polling import wait_until
+
 PROG = 'mfbench-faults'
 ADMIN = Path(__file__).resolve().parent.parent
 PAGE = '/api/messages?limit=20'
@@ -184,15 +186,6 @@ def routed_servers(platform):
             and row['status'] == 'UP'}
 
 
-def wait_for(predicate, timeout, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def kill_database_connections(prefix):
     """As an operator's KILL (or a network fault) would: end every
     connection of the platform's services to MariaDB (their databases
@@ -222,7 +215,7 @@ def process_command(pid):
 
 
 def wait_gone(pid, timeout=10):
-    wait_for(lambda: not Path('/proc', str(pid)).exists(), timeout, 0.05)
+    wait_until(lambda: not Path('/proc', str(pid)).exists(), timeout, 0.05)
 
 
 # -- the faults ------------------------------------------------------------
@@ -388,9 +381,9 @@ def run_fault(platform, load, page, name, how, fault, recover_timeout):
         # its start.
         recover_timeout += watchdog_timeout(platform)
         ended = started
-    recovered = wait_for(lambda: (over is None or over())
-                         and serves_as_before(platform, servers),
-                         recover_timeout)
+    recovered = wait_until(lambda: (over is None or over())
+                           and serves_as_before(platform, servers),
+                           recover_timeout, 0.1)
     recover_s = time.monotonic() - ended if recovered else None
     if not recovered:
         try:
@@ -450,7 +443,7 @@ def reload_race(platform, trials):
         time.sleep(random.uniform(0.05, 0.25))
         http.delete(f'{etcd}/v2/keys{key}', timeout=5)
         last_change = time.monotonic()
-        if wait_for(matches, 10, 0.02):
+        if wait_until(matches, 10, 0.02):
             times.append(time.monotonic() - last_change)
         else:
             times.append(None)

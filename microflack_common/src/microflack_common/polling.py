@@ -1,6 +1,6 @@
-"""Waiting for a condition: the one polling helper of the project's tests
-and tools (the standard library only, so the admin tools can use it too)."""
-import socket
+"""Waiting for a condition: the project's one polling loop, for its tests
+and tools (the standard library only: the admin tools, whose virtualenv
+holds no microflack_common, load it from the source tree)."""
 import time
 
 
@@ -17,12 +17,11 @@ def wait_until(predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
-def wait_for_port(port, host='127.0.0.1', timeout=10):
-    def listening():
-        try:
-            socket.create_connection((host, port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-    if not wait_until(listening, timeout):
-        raise RuntimeError(f'nothing listens on {host}:{port}')
+def seconds_until(predicate, timeout, interval=0.01):
+    """Seconds until ``predicate`` returned something true, or None when
+    ``timeout`` seconds passed first: for tests and benchmarks that
+    measure how long a change took."""
+    started = time.monotonic()
+    if wait_until(predicate, timeout, interval) is None:
+        return None
+    return time.monotonic() - started

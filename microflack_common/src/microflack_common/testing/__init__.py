@@ -14,7 +14,8 @@
 - :func:`wait_until` (from :mod:`microflack_common.polling`): the one
   polling helper.
 """
-from ..polling import wait_for_port, wait_until
+from ..loopback import free_port, free_port_pair, wait_for_port
+from ..polling import seconds_until, wait_until
 from .client import ApiClient, ApiResponse, basic_auth_header, make_token
 from .database import (
     clean_database_app,
@@ -37,19 +38,38 @@ from .fakes import (
 )
 from .servers import (
     EtcdServer,
-    free_port,
     gunicorn_arbiter,
     gunicorn_worker,
     serving,
 )
 
 __all__ = [
-    'ApiClient', 'ApiResponse', 'EtcdServer', 'FakeEtcd', 'FakeResponse',
-    'clean_database_app', 'database_app',
-    'FakeServiceClient', 'RecordingPusher', 'basic_auth_header',
-    'drop_pooled_connections', 'empty_tables', 'free_port', 'insert_rows',
-    'gunicorn_arbiter', 'gunicorn_worker', 'link_parts', 'make_token',
-    'migrate_test_database', 'query_plan',
-    'reset_fakes', 'seeded_ids', 'serving', 'tables_read', 'wait_for_port',
+    'ApiClient',
+    'ApiResponse',
+    'EtcdServer',
+    'FakeEtcd',
+    'FakeResponse',
+    'FakeServiceClient',
+    'RecordingPusher',
+    'basic_auth_header',
+    'clean_database_app',
+    'database_app',
+    'drop_pooled_connections',
+    'empty_tables',
+    'free_port',
+    'free_port_pair',
+    'gunicorn_arbiter',
+    'gunicorn_worker',
+    'insert_rows',
+    'link_parts',
+    'make_token',
+    'migrate_test_database',
+    'query_plan',
+    'reset_fakes',
+    'seconds_until',
+    'seeded_ids',
+    'serving',
+    'tables_read',
+    'wait_for_port',
     'wait_until',
 ]

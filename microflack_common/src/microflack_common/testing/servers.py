@@ -3,22 +3,15 @@ etcd, a WSGI app served from a thread; gunicorn's master and worker
 objects, not running (for :mod:`microflack_common.gunicorn_patches`)."""
 import os
 import shutil
-import socket
 import subprocess
 import threading
 from contextlib import contextmanager
 
-from ..polling import wait_for_port, wait_until
+from ..loopback import free_port, free_port_pair, wait_for_port
+from ..polling import wait_until
 
-__all__ = ['EtcdServer', 'free_port', 'gunicorn_arbiter', 'gunicorn_worker',
-           'serving', 'wait_for_port']
-
-
-def free_port(host='127.0.0.1'):
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+__all__ = ['EtcdServer', 'free_port', 'free_port_pair', 'gunicorn_arbiter',
+           'gunicorn_worker', 'serving', 'wait_for_port']
 
 
 class EtcdServer:
