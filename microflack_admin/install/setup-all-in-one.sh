@@ -8,6 +8,11 @@
 #     --docker  every service runs in a container from its image (the
 #               original's way; a Docker engine is installed and started)
 #     --native  every service runs as processes from a release (default)
+# Run on a platform of the other runtime, it switches it without downtime:
+# the builds of the new runtime are made, then each running instance is
+# replaced as by mfupgrade roll (a new one started and routed, then the old
+# one taken out of rotation, drained and stopped); the new runtime is saved
+# once no instance of the old one is left.
 #
 # Settings (environment, first run only; kept in $MF_HOME/microflack.conf):
 #   MICROFLACK_IP (127.0.0.1)  LB_PORT (80)  ETCD_PORT (2379)
@@ -37,6 +42,22 @@ if [ -n "$runtime" ]; then
   export MICROFLACK_RUNTIME="$runtime"
 fi
 check_runtime
+if [ "$MICROFLACK_RUNTIME" = docker ]; then from=native; else from=docker; fi
+
+# A switch (instances of the other runtime are recorded) must meet no
+# pending upgrade and no running mfupgrade or mfclean: it replaces
+# instances as they do. Checked before anything changes.
+switching=
+for instance in $(instances); do
+  if [ "$(instance_runtime "$instance")" = "$from" ]; then switching=1; fi
+done
+if [ -n "$switching" ]; then
+  [ ! -f "$UPGRADE_STATE" ] ||
+    die "an upgrade of $(upgrade_state SERVICE) is pending: finish it (mfupgrade roll) or undo it (mfupgrade abort), then run $MF_SCRIPT --$MICROFLACK_RUNTIME again; nothing was changed"
+  (flock -n 9) 9>> "$MF_HOME/run/upgrade.lock" ||
+    die "an mfupgrade or mfclean is running: run $MF_SCRIPT --$MICROFLACK_RUNTIME again once it is done; nothing was changed"
+  log "switching the platform from the $from runtime to $MICROFLACK_RUNTIME"
+fi
 
 if [ "$MICROFLACK_RUNTIME" = docker ]; then
   "$MF_ADMIN/install/setup-host.sh" --with-docker
@@ -62,11 +83,6 @@ MF_DB_PREFIX=\${MF_DB_PREFIX:-$MF_DB_PREFIX}
 CONF
   log "settings saved in $conf"
 fi
-# The runtime is the one setting a later run may change (--docker/--native).
-sed -i '/^MICROFLACK_RUNTIME=/d' "$conf"
-# shellcheck disable=SC2016 # the line expands when mfvars reads it
-printf 'MICROFLACK_RUNTIME=${MICROFLACK_RUNTIME:-%s}\n' "$MICROFLACK_RUNTIME" >> "$conf"
-
 "$MF_ADMIN/install/make-secrets.sh"
 # shellcheck source=../mfvars
 source "$MF_ADMIN/mfvars"
@@ -78,29 +94,72 @@ case "$REDIS" in
   *) log "using the Redis at $REDIS" ;;
 esac
 
-"$MF_ADMIN/bin/mfbuild" all
+"$MF_ADMIN/bin/mfbuild" all ||
+  die "mfbuild failed (its message above)${switching:+: no instance was replaced, the saved runtime is unchanged}"
 "$MF_ADMIN/bin/mflb" start
 ensure_log_server
 
+# switch_stopped WHY: wait for the old instances being retired, then fail
+# saying how to go on.
+switch_stopped() {
+  local pid
+  for pid in "${retiring[@]}"; do wait "$pid" || true; done
+  die "the switch to $MICROFLACK_RUNTIME stopped: $1; the $from instances not yet replaced keep serving and the saved runtime is unchanged. Run $MF_SCRIPT --$MICROFLACK_RUNTIME again to finish the switch, or $MF_SCRIPT --$from to go back"
+}
+
+# Every service runs in this runtime: an instance of the other one is
+# replaced as mfupgrade roll replaces an old build (its replacement routed
+# first, then it is retired while the next one starts), so as many
+# instances serve throughout; a service with none gets one.
+if [ -n "$switching" ]; then
+  lock_upgrades "an mfupgrade or mfclean is running: run $MF_SCRIPT --$MICROFLACK_RUNTIME again once it is done"
+fi
+retiring=()
 for service in $SERVICES; do
-  running=
+  current=()
+  old=()
   for instance in $(instances "$service"); do
-    if instance_alive "$instance"; then
-      running="$instance"
-    else    # gone since (e.g. a reboot): forget it
+    if ! instance_alive "$instance"; then    # gone since (e.g. a reboot)
       forget_instance "$instance"
+    elif [ "$(instance_runtime "$instance")" = "$MICROFLACK_RUNTIME" ]; then
+      current+=("$instance")
+    else
+      old+=("$instance")
     fi
   done
-  if [ -n "$running" ]; then
-    log "$service runs ($running)"
-  else
+  for instance in "${old[@]}"; do
     # Assigned first: a failure inside "$(...)" in log's argument would
-    # not stop this script (set -e looks at log's own status).
-    started="$("$MF_ADMIN/bin/mfrun" "$service")" ||
+    # not stop this script (set -e looks at log's own status). The
+    # instance must not hold the upgrade lock (descriptor 9) for its life.
+    started="$("$MF_ADMIN/bin/mfrun" "$service" 9>&-)" ||
+      switch_stopped "$service did not start in $MICROFLACK_RUNTIME (mfrun's message above)"
+    log "started $started to replace $instance"
+    current+=("$started")
+    retire "$instance" &
+    retiring+=("$!")
+  done
+  if [ ${#current[@]} -eq 0 ]; then
+    started="$("$MF_ADMIN/bin/mfrun" "$service" 9>&-)" ||
       die "$service did not start (mfrun's message above)"
     log "started $started"
+  elif [ ${#old[@]} -eq 0 ]; then
+    log "$service runs (${current[*]})"
   fi
 done
+failed=0
+for pid in "${retiring[@]}"; do wait "$pid" || failed=1; done
+[ "$failed" -eq 0 ] ||
+  switch_stopped "a $from instance could not be stopped (see above)"
+exec 9>&-
+
+# The runtime is the one setting a later run may change (--docker or
+# --native), saved once every instance runs in it.
+sed -i '/^MICROFLACK_RUNTIME=/d' "$conf"
+# shellcheck disable=SC2016 # the line expands when mfvars reads it
+printf 'MICROFLACK_RUNTIME=${MICROFLACK_RUNTIME:-%s}\n' "$MICROFLACK_RUNTIME" >> "$conf"
+if [ -n "$switching" ]; then
+  log "switched to the $MICROFLACK_RUNTIME runtime"
+fi
 
 cat <<DONE
 

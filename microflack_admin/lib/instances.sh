@@ -328,3 +328,43 @@ lb_reports_up() {
       $column["check_status"] ~ /L7OK/ { up = 1 }
     END { exit !up }'
 }
+
+# connections PORT: established TCP connections to a local port.
+connections() {
+  ss -Htn state established "( sport = :$1 )" 2>/dev/null | wc -l
+}
+
+# retire INSTANCE: out of the registry and of the load balancer's rotation,
+# drained (DRAIN_TIMEOUT, 5 s by default), then stopped: how mfupgrade and
+# a runtime switch take an instance away without failing a request.
+retire() {
+  local instance="$1" service port status=0
+  service="$(instance_field "$instance" SERVICE)"
+  port="$(instance_field "$instance" PORT)"
+  if ! deregister "$service" "$instance"; then
+    log "$instance keeps serving"
+    return 1
+  fi
+  if lb_stats >/dev/null 2>&1 &&
+      ! wait_until "${ROUTE_TIMEOUT:-10}" not_routed "$instance"; then
+    log "warning: the load balancer still routes to $instance"
+  fi
+  wait_until "${DRAIN_TIMEOUT:-5}" drained "$port" ||
+    log "$instance still had connections after ${DRAIN_TIMEOUT:-5}s: stopping it"
+  stop_instance "$instance" || status=1
+  wait_stopped "$instance"
+  log "stopped $instance"
+  return "$status"
+}
+
+# not_routed INSTANCE: the load balancer's statistics (read) no longer
+# list the instance's server. Its being merely not UP is not enough: under
+# load a check may time out while the server still gets requests.
+not_routed() {
+  local stats
+  stats="$(lb_stats 2>/dev/null)" || return 1
+  ! awk -F, -v s="$1" 'NR > 1 && $2 == s { found = 1 } END { exit !found }' \
+    <<< "$stats"
+}
+
+drained() { [ "$(connections "$1")" -eq 0 ]; }

@@ -6,6 +6,7 @@ mf* scripts driving the containers.
 Images, databases and containers carry test names (mftest_*, mfdock_*, the
 platform's own MF_HOME label) beside any real installation on this host.
 """
+import itertools
 import json
 import os
 import signal
@@ -15,14 +16,17 @@ import time
 
 import pytest
 from mfplatform import (
+    MixedLoad,
     Platform,
     api_flow,
     checkout_db_prefix,
     drop_test_databases,
+    table_ids,
 )
 from test_seed import seed_and_check
 from test_socketio_protocol import Client, message_push, new_user, unique
 from upgrades import (
+    bearer,
     older_release_ref,
     roll_messages_under_load,
     roll_socketio_with_clients,
@@ -290,6 +294,93 @@ def test_roll_socketio_reconnects_every_client(platform):
     tag = f"{version('socketio')}.1"
     platform.run('mfbuild', '--tag', tag, 'socketio')
     roll_socketio_with_clients(platform, tag)
+
+
+def saved_runtime(platform):
+    conf = (platform.home / 'microflack.conf').read_text()
+    return [line for line in conf.splitlines()
+            if line.startswith('MICROFLACK_RUNTIME=')]
+
+
+def switch_under_load(platform, runtime, token):
+    """``setup-all-in-one.sh --<runtime>`` while two clients read from every
+    service and post messages through the load balancer: no request fails,
+    and each service keeps its number of instances."""
+    lb = platform.lb
+    counts = {service: len(platform.instances(service))
+              for service in SERVICES}
+    paths = itertools.cycle(['/', '/api/users', '/api/messages', '/api/tokens',
+                             '/socket.io/?EIO=4&transport=polling'])
+    load = MixedLoad(
+        get=lambda s: s.get(f'{lb}{next(paths)}', headers=bearer(token),
+                            timeout=15),
+        post=lambda s: s.post(f'{lb}/api/messages', headers=bearer(token),
+                              json={'source': f'switch to *{runtime}*'},
+                              timeout=15),
+        clients=2, post_every=4, pause=0.02)
+    started = time.monotonic()
+    with load:
+        time.sleep(1)
+        result = platform.run('install/setup-all-in-one.sh', f'--{runtime}',
+                              check=False, timeout=900)
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load.failures == [], load.failures[:5]
+    assert load.requests > 50, load.requests
+    database = f"{platform.env['MF_DB_PREFIX']}messages"
+    assert set(load.created) <= table_ids(database, 'messages')
+    # Every service routed, to instances of the new runtime only.
+    stats = platform.stats()
+    records = platform.home / 'run' / 'instances'
+    for service in SERVICES:
+        names = platform.instances(service)
+        assert len(names) == counts[service], (service, names)
+        for name in names:
+            info = (records / f'{name}.info').read_text().splitlines()
+            assert f'RUNTIME={runtime}' in info, (name, info)
+            assert stats[(f'{service}_backend', name)]['status'] == 'UP'
+        servers = [server for backend, server in stats
+                   if backend == f'{service}_backend'
+                   and server not in ('FRONTEND', 'BACKEND')]
+        assert sorted(servers) == names, (service, servers)
+    assert sorted(p.stem for p in records.glob('*.info')) == sorted(
+        name for service in SERVICES for name in platform.instances(service))
+    # The new runtime is saved only now (the environment's is the test's).
+    assert saved_runtime(platform) == [
+        f'MICROFLACK_RUNTIME=${{MICROFLACK_RUNTIME:-{runtime}}}']
+    print(f'switch to {runtime}: {time.monotonic() - started:.0f} s, '
+          f'{load.requests} requests, 0 failed')
+
+
+def test_switch_runtimes_under_load(platform):
+    """The documented switch, both ways, on this Docker platform:
+    ``setup-all-in-one.sh --native`` builds the releases beside the images
+    and replaces every container with a process (each routed before its
+    container leaves), then ``--docker`` switches back the same way."""
+    token = platform.user_with_token(unique('switch'))
+    releases = platform.home / 'releases'
+    # Not beside a pending upgrade: refused before anything changes.
+    state = platform.home / 'run' / 'upgrade.state'
+    state.write_text('SERVICE=users\nTAG=0.0.1\n')
+    try:
+        refused = platform.run('install/setup-all-in-one.sh', '--native',
+                               check=False)
+    finally:
+        state.unlink()
+    assert refused.returncode == 1
+    assert 'mfupgrade abort' in refused.stderr
+    assert 'nothing was changed' in refused.stderr
+    assert saved_runtime(platform) == [
+        'MICROFLACK_RUNTIME=${MICROFLACK_RUNTIME:-docker}']
+    assert not releases.exists()
+    switch_under_load(platform, 'native', token)
+    assert containers(platform, 'all') == []
+    switch_under_load(platform, 'docker', token)
+    assert len(containers(platform)) >= len(SERVICES)
+    # No process of a release is left.
+    leftover = subprocess.run(['pgrep', '-f', str(releases)],
+                              capture_output=True, text=True).stdout.split()
+    assert leftover == []
 
 
 def test_mfkill_all_leaves_no_container_and_no_registry_entry(platform):
