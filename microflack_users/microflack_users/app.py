@@ -3,14 +3,15 @@ from pathlib import Path
 
 from flask import Flask
 
-from config import config
 from microflack_common import config as common_config
 from microflack_common.database import init_database
 from microflack_common.service import init_service
-from models import db
-from seed import seed_users_command
 
-MIGRATIONS = str(Path(__file__).parent / 'migrations')
+from .config import config
+from .models import db
+from .seed import seed_users_command
+
+MIGRATIONS = str(Path(__file__).parent.parent / 'migrations')
 
 
 def create_app(config_class=None, migrations=True, **platform_parts):
@@ -24,7 +25,7 @@ def create_app(config_class=None, migrations=True, **platform_parts):
         from flask_migrate import Migrate
         Migrate(app, db, directory=MIGRATIONS)
 
-    from api import record_token_use, users
+    from .api import record_token_use, users
     app.register_blueprint(users, url_prefix='/api/users')
     platform.on_token_verified(record_token_use)
     # Maintenance: fill the table for benchmarks and tests.
