@@ -4,15 +4,16 @@ from pathlib import Path
 
 from flask import Flask
 
-import tasks
-from config import config
 from microflack_common import config as common_config
 from microflack_common.database import init_database
 from microflack_common.service import init_service
-from models import db
-from seed import seed_messages_command
 
-MIGRATIONS = str(Path(__file__).parent / 'migrations')
+from . import tasks
+from .config import config
+from .models import db
+from .seed import seed_messages_command
+
+MIGRATIONS = str(Path(__file__).parent.parent / 'migrations')
 
 
 def create_app(config_class=None, migrations=True, **platform_parts):
@@ -27,7 +28,7 @@ def create_app(config_class=None, migrations=True, **platform_parts):
         Migrate(app, db, directory=MIGRATIONS)
     tasks.init_app(app)
 
-    from api import messages
+    from .api import messages
     app.register_blueprint(messages, url_prefix='/api/messages')
     # Maintenance: fill the table for benchmarks and tests.
     app.cli.add_command(seed_messages_command)

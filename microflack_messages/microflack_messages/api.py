@@ -9,9 +9,10 @@ from microflack_common.database import PreparedRead, retry_on_lost_connection
 from microflack_common.paging import Page, page_request, page_statements, wants_page
 from microflack_common.utils import timestamp
 from microflack_common.validation import int_arg, json_object, string_field
-from models import MAX_ID, Message, db, message_json
-from render import render
-from tasks import schedule_link_expansion
+
+from .models import MAX_ID, Message, db, message_json
+from .render import render
+from .tasks import schedule_link_expansion
 
 messages = Blueprint('messages', __name__)
 
