@@ -1,4 +1,4 @@
 """The WSGI entry point gunicorn serves: ``gunicorn wsgi:app``."""
-from app import create_app
+from microflack_messages.app import create_app
 
 app = create_app(migrations=False)

@@ -6,5 +6,5 @@
 # requests must all reach the same process.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
-exec gunicorn -c python:microflack_common.gunicorn_config -k eventlet -w 1 \
+exec gunicorn -c python:microflack_socketio.gunicorn_config -k eventlet -w 1 \
   wsgi:app "$@"

@@ -1,6 +1,6 @@
 """The WSGI entry point gunicorn serves, one eventlet worker per instance::
 
-    gunicorn -c python:microflack_common.gunicorn_config -k eventlet -w 1 \
+    gunicorn -c python:microflack_socketio.gunicorn_config -k eventlet -w 1 \
         wsgi:app
 
 eventlet patches the standard library first of all, before anything
@@ -12,8 +12,8 @@ import eventlet
 
 eventlet.monkey_patch()
 
-from app import create_app  # noqa: E402
-from events import stop_cleanly_under_gunicorn  # noqa: E402
+from microflack_socketio.app import create_app  # noqa: E402
+from microflack_socketio.events import stop_cleanly_under_gunicorn  # noqa: E402
 
 app = create_app()
 stop_cleanly_under_gunicorn(app)

@@ -3,4 +3,4 @@
 # registers the instance in etcd once it listens and deregisters on SIGTERM.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
-exec gunicorn -c python:microflack_common.gunicorn_config wsgi:app "$@"
+exec gunicorn -c python:microflack_ui.gunicorn_config wsgi:app "$@"

@@ -3,8 +3,8 @@
 Each worker process sweeps offline users on its own thread (several
 sweepers are harmless: a user already offline is left alone).
 """
-from app import create_app
-from tasks import OfflineSweep
+from microflack_users.app import create_app
+from microflack_users.tasks import OfflineSweep
 
 app = create_app(migrations=False)
 sweep = OfflineSweep(app).start()

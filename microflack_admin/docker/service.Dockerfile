@@ -31,7 +31,7 @@ COPY . /app
 WORKDIR /app
 ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 \
-    FLASK_APP=app.py FLASK_CONFIG=prod SERVICE_NAME=${SERVICE}
+    FLASK_APP=microflack_${SERVICE}.app FLASK_CONFIG=prod SERVICE_NAME=${SERVICE}
 RUN python3 -m compileall -q /app
 LABEL app=microflack service=${SERVICE}
 USER 10001:10001

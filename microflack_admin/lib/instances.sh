@@ -196,12 +196,22 @@ service_env() {
     die "SECRET_KEY and JWT_SECRET_KEY are not set: run install/make-secrets.sh (or setup-all-in-one.sh)"
   fi
   SERVICE_ENV=(
-    "FLASK_CONFIG=prod" "FLASK_APP=app.py"
+    "FLASK_CONFIG=prod"
     "SERVICE_NAME=$service" "SERVICE_VERSION=$tag"
     "ETCD=$ETCD" "LB=$LB" "REDIS=$REDIS" "REDIS_CHANNEL=$REDIS_CHANNEL"
     "SECRET_KEY=$SECRET_KEY" "JWT_SECRET_KEY=$JWT_SECRET_KEY"
     "PYTHONUNBUFFERED=1"
   )
+  # The app `flask` loads. An image names its own (its Dockerfile's
+  # FLASK_APP); a release of the service's package names that, one from
+  # before the packages (built --from an older commit) its app.py.
+  if [ "$MICROFLACK_RUNTIME" != docker ]; then
+    if [ -d "$(release_dir "$service" "$tag")/microflack_$service" ]; then
+      SERVICE_ENV+=("FLASK_APP=microflack_$service.app")
+    else
+      SERVICE_ENV+=("FLASK_APP=app.py")
+    fi
+  fi
   case " $SERVICES_WITH_DB " in
     *" $service "*)
       ensure_database "$service"

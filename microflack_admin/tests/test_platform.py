@@ -240,6 +240,7 @@ def test_logs_are_consolidated_and_served(platform):
 
 def test_mfenv_and_mfdev(platform):
     env = platform.run('mfenv', 'users').stdout
+    assert 'FLASK_APP=microflack_users.app' in env.splitlines()
     assert f'ETCD={platform.etcd}' in env
     assert f'LB={platform.lb}' in env
     prefix = platform.env['MF_DB_PREFIX']

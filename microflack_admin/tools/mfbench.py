@@ -210,7 +210,7 @@ class Hello:
                 env[setting] = platform.env[setting]
         self.process = subprocess.Popen(
             [release / 'venv' / 'bin' / 'gunicorn', '-c',
-             'python:microflack_common.gunicorn_config', 'wsgi:app'],
+             'python:gunicorn_config', 'wsgi:app'],
             cwd=HELLO_DIR, env=env, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
 

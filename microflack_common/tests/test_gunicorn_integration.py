@@ -11,11 +11,23 @@ from pathlib import Path
 import pytest
 import urllib3
 
+import microflack_common
 from microflack_common.etcd_client import EtcdClient
 from microflack_common.testing import free_port, wait_until
 
+# A service laid out like the real ones: its modules in a package, its
+# gunicorn settings handing the shared hooks its config.
 SERVICE = {
-    'config.py': '''
+    'sample/__init__.py': '',
+    'sample/gunicorn_config.py': '''
+        from microflack_common.gunicorn_config import *  # noqa: F403
+        from microflack_common.gunicorn_config import serve
+
+        from .config import config as service_configs
+
+        serve(service_configs)
+    ''',
+    'sample/config.py': '''
         from microflack_common import config as common
 
         class Config:
@@ -40,6 +52,7 @@ SERVICE = {
 
 @pytest.fixture
 def service_dir(tmp_path):
+    (tmp_path / 'sample').mkdir()
     for name, text in SERVICE.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
     return tmp_path
@@ -52,12 +65,16 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
            'SECRET_KEY': 's', 'JWT_SECRET_KEY': 'j',
            'SERVICE_ADDRESS': f'127.0.0.1:{port}',
            'INSTANCE_NAME': 'sample_1', 'SERVICE_VERSION': '1.2',
-           'DRAIN_GRACE': '0.5'}
+           'DRAIN_GRACE': '0.5',
+           # This microflack_common, whatever the cwd (PYTHONPATH=src).
+           'PYTHONPATH': str(Path(microflack_common.__file__).parent.parent)}
     gunicorn = Path(sys.executable).parent / 'gunicorn'
     process = subprocess.Popen(
-        [str(gunicorn), '-c', 'python:microflack_common.gunicorn_config',
-         '--chdir', str(service_dir), 'wsgi:app'],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [str(gunicorn), '-c', 'python:sample.gunicorn_config', 'wsgi:app'],
+        # From the service folder, as boot.sh runs it: gunicorn imports the
+        # -c module before it applies --chdir.
+        cwd=service_dir, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     try:
         key = '/services/sample/upstream/sample_1'
         assert wait_until(lambda: etcd.get_value(key), 10)
@@ -83,3 +100,47 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
     assert 'registering sample_1' in output
     # Said once at start, whatever it decided (gunicorn_patches).
     assert 'the yielding signal queue not applied to gunicorn ' in output
+
+
+
+def test_the_master_needs_the_service_config(tmp_path, monkeypatch, caplog):
+    """The shared hooks import no module of a current service: without
+    serve() the master says what is missing instead of registering nothing
+    (or, for a release from before the service packages, reads the
+    config.py of its folder and says so)."""
+    from flask import Config
+
+    from microflack_common import config as common
+    from microflack_common import gunicorn_config
+
+    monkeypatch.setattr(gunicorn_config, '_service_configs', None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('FLASK_CONFIG', 'test')
+    with pytest.raises(common.ConfigError, match='serve'):
+        gunicorn_config._service_config()
+
+    class Sample(common.TestConfig):
+        SERVICE_NAME = 'sample'
+
+    gunicorn_config.serve({'test': Sample})
+    config = gunicorn_config._service_config()
+    assert isinstance(config, Config)
+    assert config['SERVICE_NAME'] == 'sample'
+    assert config['SERVICE_URL'] == '/api/sample'
+
+    monkeypatch.setattr(gunicorn_config, '_service_configs', None)
+    (tmp_path / 'config.py').write_text(textwrap.dedent('''
+        from microflack_common import config as common
+
+        class TestConfig(common.TestConfig):
+            SERVICE_NAME = 'flat'
+
+        config = {'test': TestConfig}
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, 'config', raising=False)
+    try:
+        assert gunicorn_config._service_config()['SERVICE_NAME'] == 'flat'
+    finally:
+        sys.modules.pop('config', None)
+    assert 'before the service packages' in caplog.text

@@ -12,9 +12,6 @@ import sqlalchemy as sa
 import urllib3.util.connection
 from webserver import WebServer
 
-import tasks
-from app import create_app
-from config import TestConfig
 from microflack_common.testing import (
     FakeEtcd,
     FakeServiceClient,
@@ -22,7 +19,10 @@ from microflack_common.testing import (
     clean_database_app,
     database_app,
 )
-from models import Message, db
+from microflack_messages import tasks
+from microflack_messages.app import create_app
+from microflack_messages.config import TestConfig
+from microflack_messages.models import Message, db
 
 pytest_plugins = ['microflack_common.testing.plugin']
 

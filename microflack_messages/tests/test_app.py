@@ -10,12 +10,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask_migrate import downgrade, upgrade
 
-import app as app_module
-import config
-import tasks
 from microflack_common.database import PreparedRead, engine_options
 from microflack_common.testing import drop_pooled_connections
-from models import db
+from microflack_messages import app as app_module
+from microflack_messages import config, tasks
+from microflack_messages.models import db
 
 
 def test_models_match_migrations(app):

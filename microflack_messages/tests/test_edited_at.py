@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from flask import current_app
 from flask_migrate import downgrade, upgrade
 
-from models import db
+from microflack_messages.models import db
 
 BEFORE = '1e0b84104def'     # the 1.0.0 schema
 AFTER = '5b1e7c3a9d24'      # adds messages.edited_at

@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 from webserver import html_page, page, slow, unused_port
 
-import tasks
-from links import NO_DESCRIPTION, preview_html
-from models import Message, db
-from render import render
+from microflack_messages import tasks
+from microflack_messages.links import NO_DESCRIPTION, preview_html
+from microflack_messages.models import Message, db
+from microflack_messages.render import render
 
 
 def link(url):
@@ -315,7 +315,7 @@ def test_shutdown_abandons_remaining_links(app, web):
     result = []
 
     def expand():
-        from links import FetchPolicy, link_previews
+        from microflack_messages.links import FetchPolicy, link_previews
         result.append(link_previews(
             [web.url('/slow'), web.url('/next')],
             FetchPolicy.from_config(app.config), stop=runner.stopping))

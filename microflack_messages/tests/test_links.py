@@ -17,8 +17,8 @@ from webserver import (
     unused_port,
 )
 
-import links
-from links import (
+from microflack_messages import links
+from microflack_messages.links import (
     NO_DESCRIPTION,
     USER_AGENT,
     FetchPolicy,
@@ -265,7 +265,7 @@ def test_unreachable_links_are_skipped(web, caplog):
     dead = f'http://127.0.0.1:{unused_port()}/page'
     urls = [dead, 'http://no-such-host.test/', 'http://127.0.0.1:99999/',
             'http://[::1/', web.url('/page')]
-    with caplog.at_level('INFO', logger='links'):
+    with caplog.at_level('INFO', logger='microflack_messages.links'):
         html = link_previews(urls, OPEN)
     assert html == preview_html(web.url('/page'), 'Fine', '')
     assert caplog.text.count('skipped') == 4

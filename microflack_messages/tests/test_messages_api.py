@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from models import Message
+from microflack_messages.models import Message
 
 DAY = 24 * 60 * 60
 MESSAGE_KEYS = {'id', 'created_at', 'updated_at', 'source', 'html', 'user_id',

@@ -12,7 +12,7 @@ from microflack_common.testing import (
     query_plan,
     tables_read,
 )
-from models import Message, db
+from microflack_messages.models import Message, db
 
 DAY = 24 * 60 * 60
 
@@ -241,8 +241,8 @@ def test_a_page_reads_only_the_rows_it_shows(app, client, store, now):
     the page: as cheap with a long history as with a short one. The feed
     shares a second among many changes here, the worst case for its
     cursor."""
-    from api import PAGES
     from microflack_common.paging import page_request
+    from microflack_messages.api import PAGES
 
     stored = store(3000, created_at=lambda i: now - 3000 + i,
                    updated_at=lambda i: now - 3000 + i // 100)

@@ -6,8 +6,8 @@ import time
 import pytest
 from markdown_it import ruler
 
-import render as render_module
-from render import render
+from microflack_messages import render as render_module
+from microflack_messages.render import render
 
 
 @pytest.mark.parametrize('source,html', [

@@ -2,11 +2,11 @@
 rendered as the service renders them, with nothing fetched."""
 import pytest
 
-import tasks
 from microflack_common.seeding import SECONDS_PER_DAY
 from microflack_common.testing import seeded_ids
 from microflack_common.utils import timestamp
-from render import render
+from microflack_messages import tasks
+from microflack_messages.render import render
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ test command starts (TEST_REDIS, 127.0.0.1:6379 by default), a private
 etcd, and helpers to serve an app on 127.0.0.1."""
 import pytest
 
-from app import create_app
-from config import TestConfig
 from microflack_common.testing import FakeEtcd, FakeResponse, FakeServiceClient
+from microflack_socketio.app import create_app
+from microflack_socketio.config import TestConfig
 
 pytest_plugins = ['microflack_common.testing.plugin']
 

@@ -6,10 +6,6 @@ import signal
 import pytest
 import socketio as socketio_lib
 
-from app import create_app
-from config import Config, ProdConfig, TestConfig, allowed_origins
-from events import stop_cleanly_under_gunicorn
-from message_queue import RedisQueue
 from microflack_common.config import ConfigError
 from microflack_common.registration import registration_from_config
 from microflack_common.testing import (
@@ -18,6 +14,10 @@ from microflack_common.testing import (
     gunicorn_arbiter,
     gunicorn_worker,
 )
+from microflack_socketio.app import create_app
+from microflack_socketio.config import Config, ProdConfig, TestConfig, allowed_origins
+from microflack_socketio.events import stop_cleanly_under_gunicorn
+from microflack_socketio.message_queue import RedisQueue
 
 HANDSHAKE = '/socket.io/?EIO=4&transport=polling'
 

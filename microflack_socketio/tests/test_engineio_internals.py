@@ -7,7 +7,7 @@ from importlib.metadata import version
 import engineio
 import pytest
 
-import engineio_internals
+from microflack_socketio import engineio_internals
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_ping_user_remembers_the_token_for_disconnect(connect, http):
 
 def test_client_gone_during_the_ping_is_marked_offline(connect, http,
                                                        monkeypatch):
-    import events
+    from microflack_socketio import events
     client = connect()
     # The client disconnected while PUT /api/users/me was in flight.
     monkeypatch.setattr(events, 'still_connected', lambda: False)
@@ -109,7 +109,7 @@ def test_post_message_rejected_input_is_logged_not_expired(connect, http,
                                                            caplog):
     http.routes[('POST', MESSAGES)] = answer(400, {'error': 'no source'})
     client = connect()
-    with caplog.at_level(logging.INFO, logger='events'):
+    with caplog.at_level(logging.INFO, logger='microflack_socketio.events'):
         client.emit('post_message', {'text': 'wrong field'}, TOKEN)
     assert client.get_received() == []
     assert 'POST /api/messages answered 400' in caplog.text
@@ -121,7 +121,7 @@ def test_post_message_rejected_input_is_logged_not_expired(connect, http,
 ])
 def test_ping_user_with_unusable_token(connect, http, args, caplog):
     client = connect()
-    with caplog.at_level(logging.INFO, logger='events'):
+    with caplog.at_level(logging.INFO, logger='microflack_socketio.events'):
         client.emit('ping_user', *args)
     assert client.get_received() == [EXPIRED]
     assert http.calls == []
@@ -144,7 +144,7 @@ def test_post_message_with_unusable_token(connect, http, args):
 @pytest.mark.parametrize('data', [None, 'hello', 42, ['hello'], True])
 def test_post_message_with_non_object_data(connect, http, data, caplog):
     client = connect()
-    with caplog.at_level(logging.INFO, logger='events'):
+    with caplog.at_level(logging.INFO, logger='microflack_socketio.events'):
         client.emit('post_message', data, TOKEN)
     assert client.get_received() == []
     assert http.calls == []
@@ -168,7 +168,7 @@ def test_relay_failures_keep_the_connection(connect, http, error, caplog):
                   ('DELETE', USERS_ME)):
         http.routes[route] = error
     client = connect()
-    with caplog.at_level(logging.WARNING, logger='events'):
+    with caplog.at_level(logging.WARNING, logger='microflack_socketio.events'):
         client.emit('ping_user', TOKEN)
         client.emit('post_message', {'source': 'hi'}, TOKEN)
     assert client.is_connected()
@@ -183,7 +183,7 @@ def test_relay_failures_keep_the_connection(connect, http, error, caplog):
 def test_server_errors_are_logged(connect, http, caplog):
     http.routes[('PUT', USERS_ME)] = answer(503, {'error': 'busy'})
     client = connect()
-    with caplog.at_level(logging.WARNING, logger='events'):
+    with caplog.at_level(logging.WARNING, logger='microflack_socketio.events'):
         client.emit('ping_user', TOKEN)
     assert client.get_received() == []
     assert 'PUT /api/users/me answered 503' in caplog.text
@@ -193,7 +193,7 @@ def test_unexpected_errors_are_logged_and_the_client_stays(connect, http,
                                                            caplog):
     http.routes[('PUT', USERS_ME)] = RuntimeError('a bug')
     client = connect()
-    with caplog.at_level(logging.ERROR, logger='events'):
+    with caplog.at_level(logging.ERROR, logger='microflack_socketio.events'):
         client.emit('ping_user', TOKEN)
     assert "Socket.IO event 'ping_user' failed" in caplog.text
     assert 'a bug' in caplog.text

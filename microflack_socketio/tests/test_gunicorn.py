@@ -113,7 +113,7 @@ def gunicorn(api, etcd_url, redis_address, channel, tmp_path):
                    **settings)
         if register:
             env['SERVICE_ADDRESS'] = f'127.0.0.1:{port}'
-        # boot.sh runs: gunicorn -c python:microflack_common.gunicorn_config
+        # boot.sh runs: gunicorn -c python:microflack_socketio.gunicorn_config
         #   -k eventlet -w 1 wsgi:app --bind 127.0.0.1:PORT
         env['PATH'] = f'{Path(sys.executable).parent}:{env.get("PATH", "")}'
         log = tmp_path / f'gunicorn-{port}.log'

@@ -14,11 +14,11 @@ import pytest
 import redis as redis_lib
 import socketio as socketio_lib
 
-from app import create_app
-from config import TestConfig
 from conftest import USERS_ME, answer
 from microflack_common.events import ModelPusher
 from microflack_common.testing import FakeEtcd, free_port, serving, wait_until
+from microflack_socketio.app import create_app
+from microflack_socketio.config import TestConfig
 
 
 class Client:

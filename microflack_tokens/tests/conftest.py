@@ -1,8 +1,8 @@
 import pytest
 
-from app import create_app
-from config import TestConfig
 from microflack_common.testing import FakeEtcd, FakeServiceClient
+from microflack_tokens.app import create_app
+from microflack_tokens.config import TestConfig
 
 pytest_plugins = ['microflack_common.testing.plugin']
 

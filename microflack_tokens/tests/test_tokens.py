@@ -97,9 +97,9 @@ def test_revoke_token(app, client, etcd):
 
 
 def test_revocation_seen_by_another_instance(app, client, etcd, http):
-    from app import create_app
-    from config import TestConfig
     from microflack_common.testing import ApiClient
+    from microflack_tokens.app import create_app
+    from microflack_tokens.config import TestConfig
     other = ApiClient(create_app(TestConfig, etcd=etcd, http=http))
     token = make_token(app, 7)
     assert other.get('/api/tokens', token=token).status == 200

@@ -1,8 +1,8 @@
 import pytest
 
-from app import create_app
-from config import TestConfig
 from microflack_common.testing import ApiClient, FakeEtcd, FakeServiceClient
+from microflack_ui.app import create_app
+from microflack_ui.config import TestConfig
 
 pytest_plugins = ['microflack_common.testing.plugin']
 

@@ -165,8 +165,7 @@ def reload_config(monkeypatch):
     environment variables (None: unset); read again as it was after."""
     import importlib
 
-    import config
-
+    from microflack_ui import config
     def reload(**env):
         for name, value in env.items():
             if value is None:
@@ -196,8 +195,8 @@ def test_ping_interval_setting(reload_config):
 
 
 def test_ping_interval_is_rendered_into_the_page(etcd, http):
-    from app import create_app
-    from config import TestConfig
+    from microflack_ui.app import create_app
+    from microflack_ui.config import TestConfig
 
     class Config(TestConfig):
         UI_PING_INTERVAL = 2.5
@@ -436,7 +435,7 @@ def test_a_revalidated_current_url_stays_immutable(client):
 
 def page_url(app, filename):
     with app.test_request_context():
-        from views import static_url
+        from microflack_ui.views import static_url
         return static_url(filename)
 
 
@@ -481,7 +480,7 @@ def test_a_changed_file_gets_a_new_url(app, client, tmp_path):
 
 
 def test_each_file_is_hashed_once(app, client, monkeypatch):
-    import views
+    from microflack_ui import views
     hashed = []
     real = views.file_hash
     monkeypatch.setattr(views, 'file_hash',
@@ -497,7 +496,7 @@ def test_each_file_is_hashed_once(app, client, monkeypatch):
 def test_a_missing_file_gets_no_hash(app):
     """Nor does a file outside static/ (its hash is nobody's business)."""
     assert page_url(app, 'nope.js') == '/static/nope.js'
-    assert page_url(app, '../config.py') == '/static/../config.py'
+    assert page_url(app, '../wsgi.py') == '/static/../wsgi.py'
 
 
 def test_only_message_html_is_inserted_as_html():

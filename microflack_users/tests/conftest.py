@@ -7,10 +7,6 @@ TEST_DATABASE_URL picks the database (in-memory SQLite by default).
 import pytest
 import sqlalchemy as sa
 
-import models
-import tasks
-from app import create_app
-from config import TestConfig
 from microflack_common.testing import (
     FakeEtcd,
     FakeServiceClient,
@@ -19,7 +15,10 @@ from microflack_common.testing import (
     database_app,
 )
 from microflack_common.utils import timestamp
-from models import User, db
+from microflack_users import models, tasks
+from microflack_users.app import create_app
+from microflack_users.config import TestConfig
+from microflack_users.models import User, db
 
 pytest_plugins = ['microflack_common.testing.plugin']
 

@@ -10,12 +10,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
-from app import create_app
-from config import Config, ProdConfig, TestConfig
 from microflack_common.config import ConfigError
 from microflack_common.database import engine_options
 from microflack_common.testing import drop_pooled_connections
-from models import db
+from microflack_users.app import create_app
+from microflack_users.config import Config, ProdConfig, TestConfig
+from microflack_users.models import db
 
 
 def test_models_and_migrations_agree(app):

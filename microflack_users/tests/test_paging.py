@@ -12,7 +12,7 @@ from microflack_common.testing import (
     query_plan,
     tables_read,
 )
-from models import User, db
+from microflack_users.models import User, db
 
 
 @pytest.fixture
@@ -134,8 +134,8 @@ def test_bad_parameters(client, store, settings, params, error):
 def test_pages_read_only_the_rows_they_show(app, client, store, now):
     """The online list and the feed walk an index and stop after the page,
     however many users there are."""
-    from api import users_query
     from microflack_common.paging import page_request, page_statement
+    from microflack_users.api import users_query
 
     store(2000, online=lambda i: i % 200 == 0,
           updated_at=lambda i: now - 2000 + i // 10)

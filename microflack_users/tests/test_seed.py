@@ -5,7 +5,7 @@ import pytest
 from microflack_common.seeding import SECONDS_PER_DAY
 from microflack_common.testing import seeded_ids
 from microflack_common.utils import timestamp
-from models import User, db
+from microflack_users.models import User, db
 
 
 @pytest.fixture

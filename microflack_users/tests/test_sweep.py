@@ -4,10 +4,10 @@ import time
 
 import pytest
 
-import tasks
 from microflack_common.config import ConfigError
 from microflack_common.testing import wait_until
-from tasks import OfflineSweep, sweep_offline_users
+from microflack_users import tasks
+from microflack_users.tasks import OfflineSweep, sweep_offline_users
 
 
 def test_sweep_marks_silent_users_offline(app, add_user, rows, pusher,
@@ -103,7 +103,7 @@ def test_sweep_interval_must_be_positive(app):
 
 
 def test_create_app_starts_no_thread(app):
-    from app import create_app
-    from config import TestConfig
+    from microflack_users.app import create_app
+    from microflack_users.config import TestConfig
     create_app(TestConfig)
     assert sweep_threads() == []

@@ -1,5 +1,5 @@
 """The ceiling of mfbench: the smallest Flask app, served by gunicorn with
-the platform's settings (``microflack_common.gunicorn_config``) behind the
+the platform's settings (``gunicorn_config``, the shared ones) behind the
 same load balancer as the services."""
 import os
 

@@ -1,6 +1,18 @@
-"""gunicorn settings and hooks every service runs with::
+"""gunicorn settings and hooks every service runs with, through its own
+``gunicorn_config`` module, which re-exports them and hands them the
+service's config classes::
 
-    gunicorn -c python:microflack_common.gunicorn_config wsgi:app
+    # microflack_users/microflack_users/gunicorn_config.py
+    from microflack_common.gunicorn_config import *  # noqa: F403
+    from microflack_common.gunicorn_config import serve
+
+    # Not imported as `config`: gunicorn would read that as its setting.
+    from .config import config as service_configs
+
+    serve(service_configs)
+
+    # boot.sh
+    gunicorn -c python:microflack_users.gunicorn_config wsgi:app
 
 The gunicorn master registers the instance in etcd once it listens (one
 registration per instance, whatever the number of workers, and no extra
@@ -23,6 +35,12 @@ from .config import env_float, env_int
 
 logger = logging.getLogger('microflack.gunicorn')
 
+# What a service's gunicorn_config re-exports with ``import *``: the
+# settings and hooks gunicorn reads from the module it is given.
+__all__ = ['bind', 'workers', 'worker_class', 'threads', 'graceful_timeout',
+           'keepalive', 'timeout', 'accesslog', 'control_socket_disable',
+           'when_ready', 'post_worker_init', 'worker_exit', 'on_exit']
+
 # Settings gunicorn reads from this module (command-line flags win).
 bind = os.environ.get('SERVICE_ADDRESS', '127.0.0.1:5000')
 # Two workers: an instance can use both cores of a small host (one Python
@@ -41,6 +59,21 @@ control_socket_disable = True    # gunicorn 27+: several instances per folder
 DRAIN_GRACE = env_float('DRAIN_GRACE', 1.0)
 
 _registration = None
+# The service's config classes by FLASK_CONFIG name, given by serve().
+_service_configs = None
+
+
+def serve(configs):
+    """Hand the hooks the service's config classes (its ``config``
+    mapping: ``{'dev': DevConfig, 'prod': ProdConfig, ...}``), from which
+    the master registers the instance.
+
+    Given as an object rather than imported by name (``import config``
+    resolved by the working directory) or named in an environment variable:
+    the shared code knows no service's modules, and the service's
+    ``gunicorn_config`` says in Python which config it runs with."""
+    global _service_configs
+    _service_configs = configs
 
 
 def _green():
@@ -55,18 +88,44 @@ def _green():
 
 def _service_config():
     """The running service's Flask config, built in the master from the
-    service's own config module (the app itself loads in the workers)."""
+    config classes given to :func:`serve` (the app itself loads in the
+    workers)."""
     from flask import Config
 
-    import config as service_config  # the service folder's config.py
-
-    from .config import select
+    from .config import ConfigError, select
     from .service import resolve_identity
 
+    configs = _service_configs
+    if configs is None:
+        configs = _flat_release_configs()
+    if configs is None:
+        raise ConfigError(
+            'no service config: run gunicorn with the service\'s own '
+            'settings (-c python:microflack_<service>.gunicorn_config), '
+            'which call microflack_common.gunicorn_config.serve(config)')
     config = Config(os.getcwd())
-    config.from_object(select(service_config.config))
+    config.from_object(select(configs))
     resolve_identity(config)
     return config
+
+
+def _flat_release_configs():
+    """The config classes of a release from before the service packages,
+    whose boot.sh runs ``-c python:microflack_common.gunicorn_config`` from
+    a folder of flat modules: its ``config.py``, or None.
+
+    Only for such releases, built ``mfbuild --from`` an older commit with
+    today's microflack_common wheel (the wheel keeps its version, and
+    ``mfupgrade`` rolls from them); a current service calls :func:`serve`.
+    Said in the log, so that it is seen when it is no longer needed."""
+    if not os.path.isfile('config.py'):
+        return None
+    import importlib
+    configs = importlib.import_module('config').config
+    logger.warning('no serve() call: reading the config of a release from '
+                   'before the service packages from %s/config.py',
+                   os.getcwd())
+    return configs
 
 
 def when_ready(server):

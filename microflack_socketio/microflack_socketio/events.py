@@ -29,9 +29,10 @@ import requests
 from flask import current_app, request, session
 from flask_socketio import emit
 
-import engineio_internals
 from microflack_common.gunicorn_patches import shorten_graceful_timeout
 from microflack_common.service import shared_parts
+
+from . import engineio_internals
 
 logger = logging.getLogger(__name__)
 

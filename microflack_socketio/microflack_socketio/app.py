@@ -4,12 +4,13 @@ No HTTP endpoints of its own besides the shared GET /health."""
 from flask import Flask
 from flask_socketio import SocketIO
 
-from config import config
-from events import CONNECTIONS, Connections, register_handlers
-from message_queue import RedisQueue
 from microflack_common import config as common_config
 from microflack_common.events import CHANNEL, redis_url
 from microflack_common.service import init_service
+
+from .config import config
+from .events import CONNECTIONS, Connections, register_handlers
+from .message_queue import RedisQueue
 
 
 def socketio_options(config):

@@ -30,8 +30,8 @@ from concurrent.futures import wait as wait_futures
 from flask import current_app
 from sqlalchemy import select
 
-from links import FetchPolicy, extract_links, link_previews
-from models import Message, db
+from .links import FetchPolicy, extract_links, link_previews
+from .models import Message, db
 
 logger = logging.getLogger(__name__)
 EXTENSION = 'messages.background'

@@ -25,8 +25,9 @@ from microflack_common.seeding import (
     id_range_line,
     spread_timestamps,
 )
-from models import Message, db
-from render import render
+
+from .models import Message, db
+from .render import render
 
 
 def message_rows(count, user_ids, days, now=None, seed=14):

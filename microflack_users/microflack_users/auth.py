@@ -5,7 +5,8 @@ from flask import request
 from flask_httpauth import HTTPBasicAuth
 
 from microflack_common.auth import unauthorized
-from models import User
+
+from .models import User
 
 
 class StrictBasicAuth(HTTPBasicAuth):

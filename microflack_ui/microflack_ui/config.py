@@ -4,7 +4,8 @@ from pathlib import Path
 
 from microflack_common import config as common
 
-VERSION = (Path(__file__).parent / 'VERSION').read_text().strip()
+# VERSION is in the service folder, this package's parent.
+VERSION = (Path(__file__).parent.parent / 'VERSION').read_text().strip()
 
 
 def positive(name, value):

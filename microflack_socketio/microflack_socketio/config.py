@@ -4,7 +4,8 @@ from urllib.parse import urlsplit
 
 from microflack_common import config as common
 
-VERSION = (Path(__file__).parent / 'VERSION').read_text().strip()
+# VERSION is in the service folder, this package's parent.
+VERSION = (Path(__file__).parent.parent / 'VERSION').read_text().strip()
 
 
 def allowed_origins(value, variable='CORS_ALLOWED_ORIGINS'):

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from microflack_common import config as common
 
-VERSION = (Path(__file__).parent / 'VERSION').read_text().strip()
+# VERSION is in the service folder, this package's parent.
+VERSION = (Path(__file__).parent.parent / 'VERSION').read_text().strip()
 
 
 class Config:

@@ -22,7 +22,8 @@ from microflack_common.seeding import (
     id_range_line,
     spread_timestamps,
 )
-from models import User, db
+
+from .models import User, db
 
 NICKNAME_PREFIX = 'seed-'
 DEFAULT_PASSWORD = 'seed'

@@ -5,7 +5,8 @@ from microflack_common import config as common
 from microflack_common.config import env_bool, env_float, env_int, env_str
 from microflack_common.database import engine_options
 
-HERE = Path(__file__).parent
+# The service folder (this package's parent): VERSION and the dev database.
+HERE = Path(__file__).parent.parent
 VERSION = (HERE / 'VERSION').read_text().strip()
 DEV_DATABASE_URL = f"sqlite:///{HERE / 'messages.sqlite'}"
 

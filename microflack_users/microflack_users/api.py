@@ -6,7 +6,6 @@ from flask import Blueprint, abort, current_app, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from auth import basic_auth
 from microflack_common.auth import (
     current_user_id,
     token_auth,
@@ -21,7 +20,9 @@ from microflack_common.validation import (
     storable_id,
     string_field,
 )
-from models import NICKNAME_LENGTH, User, db
+
+from .auth import basic_auth
+from .models import NICKNAME_LENGTH, User, db
 
 users = Blueprint('users', __name__)
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from microflack_common.config import ConfigError
 from microflack_common.utils import timestamp
-from models import User, db
+
+from .models import User, db
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,10 @@ from microflack_common.validation import (
     storable_id,
     string_field,
 )
-from models import Message, db, message_json
-from render import render
-from tasks import schedule_link_expansion
+
+from .models import Message, db, message_json
+from .render import render
+from .tasks import schedule_link_expansion
 
 messages = Blueprint('messages', __name__)
 

@@ -4,7 +4,8 @@ from pathlib import Path
 from microflack_common import config as common
 from microflack_common.database import engine_options
 
-BASE_DIR = Path(__file__).parent
+# The service folder (this package's parent): VERSION and the dev database.
+BASE_DIR = Path(__file__).parent.parent
 VERSION = (BASE_DIR / 'VERSION').read_text().strip()
 
 

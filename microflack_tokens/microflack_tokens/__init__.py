@@ -1,0 +1,2 @@
+"""The tokens service: issues, checks and revokes JSON Web Tokens
+(``create_app`` in :mod:`.app`)."""
