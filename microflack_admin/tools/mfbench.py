@@ -33,10 +33,11 @@ import requests
 
 PROG = 'mfbench'
 ADMIN = Path(__file__).resolve().parent.parent
-# The project's waiting and port helpers (the standard library only) come
-# from the source tree: the benchmarks' virtualenv holds no microflack_common.
-sys.path.insert(0, str(ADMIN.parent / 'microflack_common' / 'src'))
-from microflack_common.loopback import free_port, free_port_pair  # noqa: E402
+# The private platform's driver, shared with the platform tests; it makes
+# the project's waiting and port helpers importable (the standard library
+# only, from the source tree: this virtualenv holds no microflack_common).
+from private_platform import PrivatePlatform, ScriptFailed, free_port  # noqa: E402
+
 from microflack_common.polling import seconds_until  # noqa: E402
 
 HELLO_DIR = Path(__file__).resolve().parent / 'bench_hello'
@@ -57,78 +58,6 @@ def session():
 
 def median(values):
     return statistics.median(values) if values else None
-
-
-class Platform:
-    """The platform under test: its environment and admin scripts."""
-
-    def __init__(self, home, env):
-        self.home = Path(home)
-        self.env = env
-        self.lb = env['LB']
-        self.etcd = env['ETCD']
-        self.http = session()
-
-    @classmethod
-    def install(cls, home, settings=None):
-        """``settings``: more of the platform's settings (e.g. REDIS)."""
-        env = {**os.environ, 'MF_HOME': str(home), 'MICROFLACK_IP': '127.0.0.1',
-               'LB_PORT': str(free_port()), 'LOGS_PORT': str(free_port()),
-               'MF_DB_PREFIX': 'mfbench_',
-               'REDIS_CHANNEL': f'mfbench-{uuid.uuid4().hex[:8]}',
-               **(settings or {})}
-        env['ETCD_PORT'] = str(free_port_pair())
-        for name in ('LB', 'ETCD'):
-            env.pop(name, None)
-        print(f'{PROG}: installing a private platform in {home} ...',
-              flush=True)
-        subprocess.run([ADMIN / 'install' / 'setup-all-in-one.sh'], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        return cls.existing(home, env)
-
-    @classmethod
-    def existing(cls, home, base_env=None):
-        """The environment mfvars gives for ``home``."""
-        env = dict(base_env or os.environ, MF_HOME=str(home))
-        out = subprocess.run(
-            ['bash', '-c', f'source {ADMIN}/mfvars && env -0'], env=env,
-            capture_output=True, check=True).stdout
-        env = dict(item.split('=', 1) for item in out.decode().split('\0')
-                   if '=' in item)
-        return cls(home, env)
-
-    def run(self, *args, check=True):
-        return subprocess.run([ADMIN / 'bin' / args[0], *args[1:]], env=self.env,
-                              capture_output=True, text=True, check=check)
-
-    def instances(self, service=None):
-        """{instance: record} of the recorded instances."""
-        found = {}
-        for path in (self.home / 'run' / 'instances').glob('*.info'):
-            record = dict(line.split('=', 1)
-                          for line in path.read_text().splitlines() if '=' in line)
-            if service is None or record.get('SERVICE') == service:
-                found[path.stem] = record
-        return found
-
-    def registered(self, service):
-        rv = self.http.get(f'{self.etcd}/v2/keys/services/{service}/upstream',
-                           timeout=5)
-        if rv.status_code == 404:
-            return []
-        return [node['key'].rsplit('/', 1)[1]
-                for node in rv.json()['node'].get('nodes', [])]
-
-    def stats_status(self, backend, server):
-        user = self.env.get('STATS_USER', '')
-        password = self.env.get('STATS_PASSWORD', '')
-        rv = self.http.get(f'{self.lb}/stats;csv', auth=(user, password),
-                           timeout=5)
-        for line in rv.text.splitlines():
-            fields = line.split(',')
-            if len(fields) > 17 and fields[0] == backend and fields[1] == server:
-                return fields[17]
-        return None
 
 
 # -- wrk -----------------------------------------------------------------
@@ -215,7 +144,7 @@ class Hello:
             stderr=subprocess.DEVNULL, start_new_session=True)
 
     def registered(self):
-        return self.name in self.platform.registered('hello')
+        return self.name in self.platform.instances('hello')
 
     def stop(self, sig=signal.SIGTERM):
         if self.process.poll() is None:
@@ -270,7 +199,7 @@ def bench_discovery(platform, out):
         thread.start()
         time.sleep(0.5)
         os.killpg(victim.process.pid, signal.SIGKILL)
-        down = seconds_until(lambda: not (platform.stats_status(
+        down = seconds_until(lambda: not (platform.server_status(
             'hello_backend', victim.name) or 'DOWN').startswith('UP'), 15, 0.02)
         time.sleep(0.5)
         stop.set()
@@ -289,7 +218,7 @@ def bench_discovery(platform, out):
 # -- the rolling upgrade under load ----------------------------------------
 
 def bench_roll(platform, token, out, clients=8):
-    old_tag = next(iter(platform.instances('messages').values()))['TAG']
+    old_tag = next(iter(platform.instance_records('messages').values()))['TAG']
     tag = f'{old_tag}.bench{uuid.uuid4().hex[:4]}'
     platform.run('mfbuild', '--tag', tag, 'messages')
     platform.run('mfkill', 'messages')
@@ -343,8 +272,8 @@ def bench_roll(platform, token, out, clients=8):
          f"SELECT id FROM `{platform.env['MF_DB_PREFIX']}messages`.messages"],
         capture_output=True, text=True, check=True).stdout.split())
     lost = [i for i in created if str(i) not in stored]
-    registered = sorted(platform.registered('messages'))
-    recorded = sorted(platform.instances('messages'))
+    registered = sorted(platform.instances('messages'))
+    recorded = sorted(platform.instance_records('messages'))
     out.update({'roll_ok': result.returncode == 0, 'roll_s': seconds,
                 'roll_requests': count[0], 'roll_failed': len(failures),
                 'roll_failures': failures[:10],
@@ -355,7 +284,8 @@ def bench_roll(platform, token, out, clients=8):
                 'roll_lost': len(lost),
                 'roll_leftovers': sorted(set(registered) ^ set(recorded)),
                 'roll_new_tag_everywhere': all(
-                    r['TAG'] == tag for r in platform.instances('messages').values())})
+                    r['TAG'] == tag for r in
+                    platform.instance_records('messages').values())})
     # Back to one instance of the build the platform had.
     platform.run('mfkill', 'messages')
     shutil.rmtree(platform.home / 'releases' / 'messages' / tag,
@@ -400,7 +330,7 @@ def python_processes(pid):
 def memory(platform):
     """{instance: {'master_mib', 'workers_mib': [...]}} (native runtime)."""
     result = {}
-    for name, record in sorted(platform.instances().items()):
+    for name, record in sorted(platform.instance_records().items()):
         pids = python_processes(int(record.get('PID', 0) or 0))
         if not pids:
             continue
@@ -545,7 +475,7 @@ def measure(platform, args):
     # Idle after serving the requests above (what the target is checked
     # on), and after the load below.
     r['memory_idle'] = memory(platform)
-    messages = next(iter(platform.instances('messages').values()))
+    messages = next(iter(platform.instance_records('messages').values()))
     direct = f"http://127.0.0.1:{messages['PORT']}/api/messages"
     url = f'{platform.lb}/api/messages'
     print(f'{PROG}: (1) GET /api/messages, direct, and (3) the hello ceiling, '
@@ -612,17 +542,26 @@ def run_measurements(prog, home, measure, home_prefix, settings=None):
     home = Path(tempfile.mkdtemp(prefix=home_prefix)) if private else home
     platform = None
     try:
-        platform = (Platform.install(home, settings) if private
-                    else Platform.existing(home))
+        if private:
+            # The host's wheelhouse (mfvars names it): no second download.
+            wheels = {'WHEELHOUSE': os.environ['WHEELHOUSE']} \
+                if os.environ.get('WHEELHOUSE') else {}
+            platform = PrivatePlatform.on_free_ports(
+                home, 'mfbench_', 'mfbench', {**wheels, **(settings or {})})
+            print(f'{prog}: installing a private platform in {home} ...',
+                  flush=True)
+            platform.install()
+        else:
+            platform = PrivatePlatform.existing(home)
         return measure(platform)
-    except (RuntimeError, subprocess.CalledProcessError,
+    except (RuntimeError, ScriptFailed, subprocess.CalledProcessError,
             requests.RequestException, OSError) as exc:
         detail = getattr(exc, 'stderr', '') or ''
         print(f'{prog}: error: {exc}\n{detail}', file=sys.stderr)
         return None
     finally:
         if private and platform is not None:
-            platform.run('../install/stop-all.sh', check=False)
+            platform.remove()
             subprocess.run(['mariadb', '-uroot', '-e',
                             'DROP DATABASE IF EXISTS mfbench_users; '
                             'DROP DATABASE IF EXISTS mfbench_messages'],

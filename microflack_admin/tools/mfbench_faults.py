@@ -157,14 +157,7 @@ def program_pid(platform, name):
 
 
 def stats_rows(platform):
-    auth = (platform.env.get('STATS_USER', ''),
-            platform.env.get('STATS_PASSWORD', ''))
-    with session() as http:
-        text = http.get(f'{platform.lb}/stats;csv', auth=auth, timeout=5).text
-    lines = text.lstrip('# ').splitlines()
-    header = lines[0].split(',')
-    return [dict(zip(header, line.split(','), strict=False))
-            for line in lines[1:]]
+    return list(platform.stats().values())
 
 
 def serves_as_before(platform, servers):
@@ -230,7 +223,7 @@ def kill_program(name_of):
 
 
 def first_instance(service):
-    return lambda platform: sorted(platform.instances(service))[0]
+    return lambda platform: sorted(platform.instance_records(service))[0]
 
 
 def stop_etcd(seconds):
@@ -286,7 +279,7 @@ def stop_instance_processes(platform, name):
 
 def hang_instance(seconds):
     def fault(platform):
-        name = sorted(platform.instances('messages'))[0]
+        name = sorted(platform.instance_records('messages'))[0]
         _, pids = stop_instance_processes(platform, name)
         time.sleep(seconds)
         for pid in pids:
@@ -312,7 +305,7 @@ def hang_until_replaced(platform):
     """A messages instance hung and never resumed: the fault lasts until
     the watchdog killed it and a new process of it runs (returned: what
     must hold, besides serving as before, for it to be over)."""
-    name = sorted(platform.instances('messages'))[0]
+    name = sorted(platform.instance_records('messages'))[0]
     master, _ = stop_instance_processes(platform, name)
 
     def replaced():
@@ -454,7 +447,7 @@ def reload_race(platform, trials):
 
 def measure(platform, args):
     token = user_token(platform)
-    if len(platform.instances('messages')) < 2:
+    if len(platform.instance_records('messages')) < 2:
         platform.run('mfrun', 'messages')
     results = {'host': host_platform.node(), 'cpus': os.cpu_count(),
                'clients': args.clients, 'faults': []}

@@ -1,0 +1,236 @@
+"""A whole MicroFlack platform in a private MF_HOME, on free loopback ports:
+installed by ``setup-all-in-one.sh``, driven through the admin scripts,
+looked at over HTTP (the registry, the load balancer's statistics). The one
+driver of the platform tests (``tests/mfplatform.py``) and the benchmarks
+(``mfbench``, ``mfbench-faults``, ``mfbench-history``).
+
+It needs requests and the standard library only: the benchmarks run in a
+virtualenv without microflack_common, whose port and waiting helpers
+(standard library only) it loads from the source tree."""
+import fnmatch
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+ADMIN = Path(__file__).resolve().parent.parent
+ROOT = ADMIN.parent
+sys.path.insert(0, str(ROOT / 'microflack_common' / 'src'))
+from microflack_common.loopback import free_port, free_port_pair  # noqa: E402
+from microflack_common.polling import wait_until  # noqa: E402
+
+__all__ = ['ADMIN', 'PrivatePlatform', 'ROOT', 'ScriptFailed',
+           'clean_environ', 'free_port', 'free_port_pair', 'free_ports_env',
+           'http_session']
+
+
+class ScriptFailed(AssertionError):
+    """An admin script exited non-zero (with its output)."""
+
+
+def clean_environ():
+    """The caller's environment variables a private platform may inherit
+    (those ``tests/passenv`` names: the user, proxies, the test command's
+    own settings): none of a host installation's settings, so that a
+    setting not given comes from the project's defaults."""
+    patterns = []
+    for line in (ADMIN / 'tests' / 'passenv').read_text().splitlines():
+        line = line.split('#', 1)[0].strip()
+        if line:
+            patterns.append(line)
+    return {name: value for name, value in os.environ.items()
+            if any(fnmatch.fnmatchcase(name, pattern)
+                   for pattern in patterns)}
+
+
+def http_session():
+    """A session that ignores proxy settings (every platform address is on
+    loopback) and, as browsers do, sends an idempotent request once more
+    on a new connection when a kept-alive one was closed under it (the
+    load balancer's previous worker, after a reload)."""
+    http = requests.Session()
+    http.trust_env = False
+    http.mount('http://', HTTPAdapter(max_retries=Retry(
+        total=1, connect=1, read=1, status=0, redirect=0,
+        allowed_methods=frozenset({'GET', 'HEAD', 'OPTIONS'}))))
+    return http
+
+
+def free_ports_env(home, db_prefix, channel_prefix, settings=None):
+    """The settings of a platform to install in ``home``: free loopback
+    ports, its own database prefix and Redis channel, ``settings`` on
+    top, nothing of a host installation's."""
+    env = {
+        **clean_environ(),
+        'MF_HOME': str(home),
+        'MICROFLACK_IP': '127.0.0.1',
+        'LB_PORT': str(free_port()),
+        'ETCD_PORT': str(free_port_pair()),
+        'LOGS_PORT': str(free_port()),
+        'MF_DB_PREFIX': db_prefix,
+        # Its own pushes channel: other platforms may share the Redis.
+        'REDIS_CHANNEL': f'{channel_prefix}-{os.getpid()}-{free_port()}',
+        **(settings or {}),
+    }
+    env['PATH'] = f"{ADMIN / 'bin'}:{os.environ['PATH']}"
+    return env
+
+
+class PrivatePlatform:
+    """A platform in ``home`` with the settings ``env`` (the environment
+    its admin scripts run with)."""
+
+    def __init__(self, home, env):
+        self.home = Path(home)
+        self.env = env
+        self.lb = f"http://127.0.0.1:{env['LB_PORT']}"
+        self.etcd = f"http://127.0.0.1:{env['ETCD_PORT']}"
+        self.logs = f"http://127.0.0.1:{env['LOGS_PORT']}/logs"
+        self.http = http_session()
+
+    @classmethod
+    def on_free_ports(cls, home, db_prefix, channel_prefix, settings=None):
+        """A platform to install in ``home``: free loopback ports, its own
+        database prefix and Redis channel, ``settings`` on top."""
+        return cls(home, free_ports_env(home, db_prefix, channel_prefix,
+                                        settings))
+
+    @classmethod
+    def existing(cls, home):
+        """The platform installed in ``home``, with the settings its
+        ``microflack.conf`` saved."""
+        settings = {}
+        for line in (Path(home) / 'microflack.conf').read_text().splitlines():
+            name, _, value = line.partition('=')
+            if value.startswith('${') and ':-' in value:
+                settings[name] = value.split(':-', 1)[1].rstrip('}')
+        settings.pop('ETCD', None)
+        env = {**clean_environ(), 'LB_PORT': '80', 'ETCD_PORT': '2379',
+               'LOGS_PORT': '1095', 'MF_HOME': str(home), **settings}
+        env['PATH'] = f"{ADMIN / 'bin'}:{os.environ['PATH']}"
+        return cls(home, env)
+
+    def install(self, timeout=900):
+        """``setup-all-in-one.sh`` with this platform's settings."""
+        return self.run('install/setup-all-in-one.sh', timeout=timeout)
+
+    def remove(self):
+        """Stop everything the platform runs (its data stays in home)."""
+        return self.run('install/stop-all.sh', check=False)
+
+    def run(self, *args, check=True, timeout=600, input=None, env=None):
+        """Run an admin script (``bin/<name>``, or a path below
+        microflack_admin) with ``env`` added to the platform's settings;
+        ScriptFailed when it fails and ``check``."""
+        command = [str(ADMIN / args[0]) if '/' in args[0]
+                   else str(ADMIN / 'bin' / args[0]), *args[1:]]
+        result = subprocess.run(command, env={**self.env, **(env or {})},
+                                capture_output=True, text=True,
+                                timeout=timeout, input=input)
+        if check and result.returncode != 0:
+            raise ScriptFailed(f'{args} failed ({result.returncode}):\n'
+                               f'{result.stdout}\n{result.stderr}')
+        return result
+
+    def secret(self, name):
+        for file in ('secrets.env', 'db-passwords.env'):
+            path = self.home / 'secrets' / file
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition('=')
+                if key == name:
+                    return value
+        raise KeyError(name)
+
+    # -- the registry ----------------------------------------------------
+
+    def registry(self, key='/services'):
+        """The tree below ``key`` as nested dicts ({} when absent)."""
+        response = self.http.get(f'{self.etcd}/v2/keys{key}',
+                                 params={'recursive': 'true'}, timeout=5)
+        if response.status_code == 404:
+            return {}
+        return _tree(response.json()['node'])
+
+    def etcd_put(self, key, value, ttl=None):
+        data = {'value': value}
+        if ttl:
+            data['ttl'] = ttl
+        self.http.put(f'{self.etcd}/v2/keys{key}', data=data,
+                      timeout=5).raise_for_status()
+
+    def etcd_delete(self, key, recursive=False):
+        params = {'recursive': 'true', 'dir': 'true'} if recursive else {}
+        self.http.delete(f'{self.etcd}/v2/keys{key}', params=params,
+                         timeout=5)
+
+    def instances(self, service):
+        """The names of the service's registered instances, sorted."""
+        return sorted(self.registry(f'/services/{service}/upstream') or {})
+
+    def instance_records(self, service=None):
+        """{instance: record} of the instances the scripts recorded
+        ($MF_HOME/run/instances/*.info), of one service or all."""
+        found = {}
+        for path in (self.home / 'run' / 'instances').glob('*.info'):
+            record = dict(line.split('=', 1) for line in
+                          path.read_text().splitlines() if '=' in line)
+            if service is None or record.get('SERVICE') == service:
+                found[path.stem] = record
+        return found
+
+    # -- the load balancer -----------------------------------------------
+
+    def stats(self):
+        """HAProxy's per-server rows: {(backend, server): row}."""
+        auth = (self.secret('STATS_USER'), self.secret('STATS_PASSWORD'))
+        # A connection of its own: an idle kept-alive one may still belong
+        # to the load balancer's previous worker (after a reload, that one
+        # answers one more request with its old configuration).
+        with requests.Session() as fresh:
+            fresh.trust_env = False
+            response = fresh.get(f'{self.lb}/stats;csv', auth=auth,
+                                 timeout=5)
+        response.raise_for_status()
+        lines = response.text.lstrip('# ').splitlines()
+        header = lines[0].split(',')
+        rows = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(','), strict=False))
+            rows[(row['pxname'], row['svname'])] = row
+        return rows
+
+    def server_status(self, backend, server):
+        """A server's status at the load balancer (UP, DOWN, MAINT, ...),
+        None when it does not list it."""
+        row = self.stats().get((backend, server))
+        return None if row is None else row['status']
+
+    # -- waiting and users -----------------------------------------------
+
+    def wait_for(self, predicate, timeout=10, interval=0.05, what='condition'):
+        """``predicate``'s true value, or AssertionError naming ``what``."""
+        value = wait_until(predicate, timeout, interval)
+        if not value:
+            raise AssertionError(f'{what} not met within {timeout} s')
+        return value
+
+    def user_with_token(self, nickname, password='secret'):
+        """A new user's token."""
+        rv = self.http.post(f'{self.lb}/api/users', timeout=10,
+                            json={'nickname': nickname, 'password': password})
+        assert rv.status_code == 201, rv.text
+        rv = self.http.post(f'{self.lb}/api/tokens', timeout=10,
+                            auth=(nickname, password))
+        assert rv.status_code == 200, rv.text
+        return rv.json()['token']
+
+
+def _tree(node):
+    if not node.get('dir'):
+        return node.get('value')
+    return {child['key'].rsplit('/', 1)[-1]: _tree(child)
+            for child in node.get('nodes', [])}
