@@ -12,13 +12,7 @@ import sqlalchemy as sa
 import urllib3.util.connection
 from webserver import WebServer
 
-from microflack_common.testing import (
-    FakeEtcd,
-    FakeServiceClient,
-    RecordingPusher,
-    clean_database_app,
-    database_app,
-)
+from microflack_common.testing import clean_database_app, database_app
 from microflack_messages import tasks
 from microflack_messages.app import create_app
 from microflack_messages.config import TestConfig
@@ -27,17 +21,9 @@ from microflack_messages.models import Message, db
 pytest_plugins = ['microflack_common.testing.plugin']
 
 
-class SessionTestConfig(TestConfig):
-    # The app outlives each test: a revocation check must not be answered
-    # from a cache that an earlier test filled for an identical token.
-    REVOCATION_CACHE_SECONDS = 0
-
-
 @pytest.fixture(scope='session')
 def app():
-    for app in database_app(create_app, SessionTestConfig, db,
-                            etcd=FakeEtcd(), http=FakeServiceClient(),
-                            pusher=RecordingPusher()):
+    for app in database_app(create_app, TestConfig, db):
         yield app
         # Before the database goes: no link is still being fetched.
         tasks.shutdown(app=app)

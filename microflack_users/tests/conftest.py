@@ -7,13 +7,7 @@ TEST_DATABASE_URL picks the database (in-memory SQLite by default).
 import pytest
 import sqlalchemy as sa
 
-from microflack_common.testing import (
-    FakeEtcd,
-    FakeServiceClient,
-    RecordingPusher,
-    clean_database_app,
-    database_app,
-)
+from microflack_common.testing import clean_database_app, database_app
 from microflack_common.utils import timestamp
 from microflack_users import models, tasks
 from microflack_users.app import create_app
@@ -23,17 +17,9 @@ from microflack_users.models import User, db
 pytest_plugins = ['microflack_common.testing.plugin']
 
 
-class SessionTestConfig(TestConfig):
-    # The app outlives each test: a revocation check must not be answered
-    # from a cache that an earlier test filled for an identical token.
-    REVOCATION_CACHE_SECONDS = 0
-
-
 @pytest.fixture(scope='session')
 def app():
-    yield from database_app(create_app, SessionTestConfig, db,
-                            etcd=FakeEtcd(), http=FakeServiceClient(),
-                            pusher=RecordingPusher())
+    yield from database_app(create_app, TestConfig, db)
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 between tests, many rows at once, and how the database runs a query."""
 import json
 
-from .fakes import reset_fakes
+from .fakes import FakeEtcd, FakeServiceClient, RecordingPusher, reset_fakes
 
 
 def migrate_test_database(db):
@@ -118,9 +118,19 @@ def drop_pooled_connections(db):
 
 
 def database_app(create_app, config_class, db, **collaborators):
-    """For a session-scoped ``app`` fixture (``yield from``): the app with
-    its test database migrated, disposed of at the end."""
-    app = create_app(config_class, **collaborators)
+    """For a session-scoped ``app`` fixture (``yield from``): the app of
+    ``config_class`` with its test database migrated, the fakes of this
+    kit as its registry, other services and pusher unless
+    ``collaborators`` name others; disposed of at the end."""
+    class SessionConfig(config_class):
+        # The app outlives each test: a revocation check must not be
+        # answered from a cache an earlier test filled for an identical
+        # token.
+        REVOCATION_CACHE_SECONDS = 0
+
+    collaborators = {'etcd': FakeEtcd(), 'http': FakeServiceClient(),
+                     'pusher': RecordingPusher(), **collaborators}
+    app = create_app(SessionConfig, **collaborators)
     with app.app_context():
         migrate_test_database(db)
     yield app
