@@ -418,19 +418,26 @@ def haproxy_servers(platform, backend):
             and row['svname'] not in ('FRONTEND', 'BACKEND')}
 
 
+def registered_servers(platform, service):
+    """The servers the registry names for the service (the race's keys
+    among them while they exist)."""
+    return set(platform.registry(f'/services/{service}/upstream') or {})
+
+
 def reload_race(platform, trials):
     """Add then remove a server key 50-250 ms apart; seconds from the last
-    change until HAProxy runs the registry's servers, per trial."""
+    change until HAProxy runs the registry's servers, per trial (None, and
+    both sets said, when it did not within 10 s)."""
     http = session()
     etcd = platform.etcd
     backend = 'messages_backend'
     times = []
+
+    def matches():
+        return haproxy_servers(platform, backend) == \
+            registered_servers(platform, 'messages')
     for trial in range(trials):
         key = f'/services/messages/upstream/race_{trial}'
-        before = haproxy_servers(platform, backend)
-
-        def matches(expected=before):
-            return haproxy_servers(platform, backend) == expected
         http.put(f'{etcd}/v2/keys{key}', data={'value': '127.0.0.1:9'},
                  timeout=5)
         time.sleep(random.uniform(0.05, 0.25))
@@ -440,6 +447,10 @@ def reload_race(platform, trials):
             times.append(time.monotonic() - last_change)
         else:
             times.append(None)
+            print(f'{PROG}: reload race trial {trial}: HAProxy runs '
+                  f'{sorted(haproxy_servers(platform, backend))}, the '
+                  f"registry says {sorted(registered_servers(platform, 'messages'))}",
+                  flush=True)
     return times
 
 
