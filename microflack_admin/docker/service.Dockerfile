@@ -23,6 +23,9 @@ RUN python3 -m venv /venv \
 
 FROM ${BASE_IMAGE}
 ARG SERVICE
+# The app `flask` loads (mfbuild gives app.py for a build from before the
+# service packages).
+ARG FLASK_APP=microflack_${SERVICE}.app
 # The app runs as this user; its files belong to root, read-only to it.
 RUN echo 'microflack:x:10001:10001:MicroFlack:/app:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'microflack:x:10001:' >> /etc/group
@@ -31,7 +34,7 @@ COPY . /app
 WORKDIR /app
 ENV PATH=/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 \
-    FLASK_APP=microflack_${SERVICE}.app FLASK_CONFIG=prod SERVICE_NAME=${SERVICE}
+    FLASK_APP=${FLASK_APP} FLASK_CONFIG=prod SERVICE_NAME=${SERVICE}
 RUN python3 -m compileall -q /app
 LABEL app=microflack service=${SERVICE}
 USER 10001:10001

@@ -224,6 +224,7 @@ build_image() {
     --tag "$(venv_image "$name")" "$dir"
   docker_build "$tmp/build.log" --file "$dockerfile" \
     --build-arg "SERVICE=$name" \
+    --build-arg "FLASK_APP=$(flask_app_of "$dir" "$name")" \
     --build-arg "BASE_IMAGE=$base" \
     --build-arg "WHEELS_IMAGE=$(wheels_image "$name")" \
     --label "org.microflack.checksum=$checksum" \

@@ -184,6 +184,17 @@ need_build() {
   fi
 }
 
+# flask_app_of DIR SERVICE: the app `flask` loads from the service's code
+# in DIR: its package's, or for a build from before the packages (made
+# --from an older commit) its app.py.
+flask_app_of() {
+  if [ -d "$1/microflack_$2" ]; then
+    printf 'microflack_%s.app\n' "$2"
+  else
+    printf 'app.py\n'
+  fi
+}
+
 # service_env SERVICE TAG: fills the array SERVICE_ENV with the environment
 # (NAME=value) of every process of that build of the service: the
 # platform's settings and secrets, its database (created first if
@@ -202,15 +213,10 @@ service_env() {
     "SECRET_KEY=$SECRET_KEY" "JWT_SECRET_KEY=$JWT_SECRET_KEY"
     "PYTHONUNBUFFERED=1"
   )
-  # The app `flask` loads. An image names its own (its Dockerfile's
-  # FLASK_APP); a release of the service's package names that, one from
-  # before the packages (built --from an older commit) its app.py.
+  # The app `flask` loads. An image names its own (its FLASK_APP, set
+  # when it was built).
   if [ "$MICROFLACK_RUNTIME" != docker ]; then
-    if [ -d "$(release_dir "$service" "$tag")/microflack_$service" ]; then
-      SERVICE_ENV+=("FLASK_APP=microflack_$service.app")
-    else
-      SERVICE_ENV+=("FLASK_APP=app.py")
-    fi
+    SERVICE_ENV+=("FLASK_APP=$(flask_app_of "$(release_dir "$service" "$tag")" "$service")")
   fi
   case " $SERVICES_WITH_DB " in
     *" $service "*)
