@@ -28,6 +28,7 @@ from test_socketio_protocol import Client, message_push, new_user, unique
 from upgrades import (
     bearer,
     older_release_ref,
+    restore_one,
     roll_messages_under_load,
     roll_socketio_with_clients,
     roll_users_under_load,
@@ -281,19 +282,30 @@ def test_roll_messages_under_load(platform):
     from git) replaced by the current one under load, with no failure."""
     ref, old_tag = older_release_ref('messages')
     platform.run('mfbuild', '--from', ref, 'messages')
-    roll_messages_under_load(platform, old_tag, version('messages'))
+    try:
+        roll_messages_under_load(platform, old_tag, version('messages'))
+    finally:
+        # One instance of the newest build again, even after a failure: the
+        # tests after this one need the service.
+        restore_one(platform, 'messages')
 
 
 def test_roll_users_under_load(platform):
     tag = f"{version('users')}.1"
     platform.run('mfbuild', '--tag', tag, 'users')
-    roll_users_under_load(platform, tag)
+    try:
+        roll_users_under_load(platform, tag)
+    finally:
+        restore_one(platform, 'users')
 
 
 def test_roll_socketio_reconnects_every_client(platform):
     tag = f"{version('socketio')}.1"
     platform.run('mfbuild', '--tag', tag, 'socketio')
-    roll_socketio_with_clients(platform, tag)
+    try:
+        roll_socketio_with_clients(platform, tag)
+    finally:
+        restore_one(platform, 'socketio')
 
 
 def saved_runtime(platform):
