@@ -8,11 +8,14 @@ import ipaddress
 import socket
 
 import pytest
-import sqlalchemy as sa
 import urllib3.util.connection
 from webserver import WebServer
 
-from microflack_common.testing import clean_database_app, database_app
+from microflack_common.testing import (
+    clean_database_app,
+    database_app,
+    stored_rows,
+)
 from microflack_messages import tasks
 from microflack_messages.app import create_app
 from microflack_messages.config import TestConfig
@@ -120,12 +123,7 @@ def add_message(app, pusher):
 @pytest.fixture
 def rows(app):
     """Every stored message as a dict, by id."""
-    def read():
-        with app.app_context():
-            table = Message.__table__
-            result = db.session.execute(sa.select(table).order_by(table.c.id))
-            return [dict(row._mapping) for row in result]
-    return read
+    return lambda: stored_rows(app, db, Message)
 
 
 @pytest.fixture

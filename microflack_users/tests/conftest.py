@@ -5,9 +5,12 @@ services and the pushes.
 TEST_DATABASE_URL picks the database (in-memory SQLite by default).
 """
 import pytest
-import sqlalchemy as sa
 
-from microflack_common.testing import clean_database_app, database_app
+from microflack_common.testing import (
+    clean_database_app,
+    database_app,
+    stored_rows,
+)
 from microflack_common.utils import timestamp
 from microflack_users import models, tasks
 from microflack_users.app import create_app
@@ -47,12 +50,7 @@ def add_user(app, pusher):
 @pytest.fixture
 def rows(app):
     """Every stored user row as a dict, password hash included."""
-    def read():
-        with app.app_context():
-            table = User.__table__
-            result = db.session.execute(sa.select(table).order_by(table.c.id))
-            return [dict(row._mapping) for row in result]
-    return read
+    return lambda: stored_rows(app, db, User)
 
 
 class Clock:

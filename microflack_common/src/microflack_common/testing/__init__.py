@@ -27,6 +27,7 @@ from .database import (
     migrate_test_database,
     query_plan,
     seeded_ids,
+    stored_rows,
     tables_read,
 )
 from .fakes import (
@@ -69,6 +70,7 @@ __all__ = [
     'seconds_until',
     'seeded_ids',
     'serving',
+    'stored_rows',
     'tables_read',
     'wait_for_port',
     'wait_until',
