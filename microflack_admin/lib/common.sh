@@ -7,6 +7,8 @@
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/mfvars"
 # shellcheck source=processes.sh
 source "$MF_ADMIN/lib/processes.sh"
+# shellcheck source=registry.sh
+source "$MF_ADMIN/lib/registry.sh"
 
 MF_SCRIPT="$(basename "$0")"
 

@@ -40,17 +40,13 @@ ensure_redis() {
     die "Redis did not start (see $MF_HOME/redis/redis.log)"
 }
 
-etcd_v2_answers() { curl -fsS --max-time 2 "$1/v2/keys/" >/dev/null 2>&1; }
-
-# ensure_etcd: an etcd with the v2 API at $ETCD; starts a single-node one
-# on 127.0.0.1:$ETCD_PORT with its data in $MF_HOME/etcd if none answers.
+# ensure_etcd: an etcd answering the v3 API at $ETCD; starts a single-node
+# one on 127.0.0.1:$ETCD_PORT with its data in $MF_HOME/etcd if none
+# answers. It serves v3 only, as every supported etcd does.
 ensure_etcd() {
-  need_cmd curl
-  if etcd_v2_answers "$ETCD"; then
+  need_cmd curl base64
+  if etcd_answers 2>/dev/null; then
     return 0
-  fi
-  if curl -fsS --max-time 2 "$ETCD/version" >/dev/null 2>&1; then
-    die "the etcd at $ETCD does not serve the v2 API: restart it with --enable-v2=true"
   fi
   case "$ETCD" in
     "http://127.0.0.1:$ETCD_PORT") ;;
@@ -61,7 +57,7 @@ ensure_etcd() {
   binary="$(command -v etcd || echo /usr/bin/etcd)"
   log "starting etcd on 127.0.0.1:$ETCD_PORT"
   mkdir -p "$MF_HOME/etcd" "$MF_HOME/logs" "$MF_HOME/run"
-  setsid "$binary" --name microflack --enable-v2=true \
+  setsid "$binary" --name microflack \
     --data-dir "$MF_HOME/etcd/data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -70,7 +66,7 @@ ensure_etcd() {
     --initial-cluster "microflack=http://127.0.0.1:$peer_port" \
     < /dev/null >> "$MF_HOME/logs/etcd.log" 2>&1 &
   echo $! > "$MF_HOME/run/etcd.pid"
-  wait_until 20 etcd_v2_answers "$ETCD" ||
+  wait_until 20 etcd_answers ||
     die "etcd did not start (see $MF_HOME/logs/etcd.log)"
 }
 

@@ -111,33 +111,6 @@ instance_alive() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
-etcd_key_url() { printf '%s/v2/keys%s\n' "$ETCD" "$1"; }
-
-# etcd_delete KEY [QUERY]: delete a registry key (a key already gone is
-# no failure); otherwise says why on stderr and fails.
-etcd_delete() {
-  local code rc=0 why
-  code="$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' -X DELETE \
-    "$(etcd_key_url "$1")${2:+?$2}")" || rc=$?
-  case "$rc:$code" in
-    0:2??|0:404) return 0 ;;
-    0:*) why="HTTP $code" ;;
-    7:*) why="cannot connect" ;;
-    28:*) why="no answer within 3 s" ;;
-    *) why="curl failed (exit $rc)" ;;
-  esac
-  log "cannot delete $1 from the registry at $ETCD: $why"
-  return 1
-}
-
-# deregister SERVICE INSTANCE: remove the instance's upstream key; fails,
-# saying so, when the registry could not be told.
-deregister() { etcd_delete "/services/$1/upstream/$2"; }
-
-registered() {
-  curl -fsS --max-time 2 "$(etcd_key_url "/services/$1/upstream/$2")" \
-    >/dev/null 2>&1
-}
 
 healthy() { curl -fsS --max-time 2 "http://$1/health" >/dev/null 2>&1; }
 

@@ -25,7 +25,7 @@ if str(TOOLS) not in sys.path:
 from lb_config import Settings, render  # noqa: E402
 from mfplatform import clean_environ  # noqa: E402
 
-from microflack_common.etcd_client import EtcdClient, EtcdKeyNotFound  # noqa: E402
+from microflack_common.etcd_client import EtcdClient  # noqa: E402
 from microflack_common.testing import (  # noqa: E402
     EtcdServer,
     free_port,
@@ -80,10 +80,7 @@ def etcd(etcd_server):
     """A client of the session's etcd; /services is emptied after use."""
     client = EtcdClient([etcd_server.url])
     yield client
-    try:
-        client.delete('/services', recursive=True)
-    except EtcdKeyNotFound:
-        pass
+    client.delete_prefix('/services/')
 
 
 # -- HTTP backends -----------------------------------------------------

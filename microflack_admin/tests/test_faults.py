@@ -317,8 +317,9 @@ def stop_etcd(platform):
 
         def answers():
             try:
-                return platform.http.get(f'{platform.etcd}/v2/keys/',
-                                         timeout=1).ok
+                return platform.http.post(f'{platform.etcd}/v3/kv/range',
+                                          json={'key': 'AA=='},
+                                          timeout=1).ok
             except requests.RequestException:
                 return False
         platform.wait_for(answers, timeout=20, what='etcd answers')

@@ -78,17 +78,17 @@ def test_mfkill_all_does_not_say_cleared_when_it_did_not(tmp_path):
 
 
 def test_with_etcd_answering(tmp_path, instance, etcd, etcd_server):
-    etcd.set(f'/services/tokens/upstream/{INSTANCE}', '127.0.0.1:5999')
-    etcd.set('/services/users/upstream/users_1', '127.0.0.1:5998')
+    etcd.put(f'/services/tokens/upstream/{INSTANCE}', '127.0.0.1:5999')
+    etcd.put('/services/users/upstream/users_1', '127.0.0.1:5998')
     result = mfkill(tmp_path, etcd_server.url, 'tokens')
     assert (result.returncode, result.stdout) == (0, f'{INSTANCE}\n')
     assert 'error' not in result.stderr
-    assert etcd.get('/services/tokens/upstream').to_dict() == {}
+    assert etcd.get_prefix('/services/tokens/upstream/').kvs == []
     assert wait_gone(instance)
     result = mfkill(tmp_path, etcd_server.url, 'all')
     assert result.returncode == 0
     assert 'registry cleared' in result.stderr
-    assert 'services' not in etcd.get('/').to_dict()
+    assert etcd.get_prefix('/services/').kvs == []
     # Nothing left to delete is no failure.
     result = mfkill(tmp_path, etcd_server.url, 'all')
     assert result.returncode == 0, result.stderr

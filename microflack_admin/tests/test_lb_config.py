@@ -507,8 +507,8 @@ BROWSER_ENCODINGS = 'gzip, deflate, br, zstd'
 def ui_backend(lb, etcd, backends):
     """A backend routed as the default service, as the ui is."""
     backend = backends('ui_1')
-    etcd.set('/services/ui/location', '/')
-    etcd.set(f'/services/ui/upstream/{backend.name}', backend.address)
+    etcd.put('/services/ui/location', '/')
+    etcd.put(f'/services/ui/upstream/{backend.name}', backend.address)
     assert wait_until(lambda: lb.routed_to('/', backend.name), 5) \
         is not None, lb.logs()
     return backend

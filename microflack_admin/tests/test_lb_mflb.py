@@ -137,8 +137,8 @@ def test_start_twice_then_stop(lb_env, etcd, backends):
 
     # It routes what the registry says.
     backend = backends('users_1')
-    etcd.set('/services/users/location', '/api/users')
-    etcd.set('/services/users/upstream/users_1', backend.address)
+    etcd.put('/services/users/location', '/api/users')
+    etcd.put('/services/users/upstream/users_1', backend.address)
     http = urllib3.PoolManager(retries=False)
 
     def routed():
@@ -206,7 +206,7 @@ def test_every_writer_appends_to_the_log(lb_env, etcd):
             return wait_until(lambda: text in log.read_text(), 5) is not None
         for n in rounds:
             # The watcher warns about a malformed entry...
-            etcd.set(f'/services/broken{n}/location', 'not a path')
+            etcd.put(f'/services/broken{n}/location', 'not a path')
             assert logged(f'/services/broken{n}/location')
             # ... and HAProxy logs a request nothing routes (a 503).
             assert http.request('GET', f'http://127.0.0.1:{port}/nowhere{n}',
@@ -219,7 +219,7 @@ def test_every_writer_appends_to_the_log(lb_env, etcd):
     finally:
         mflb(lb_env, 'stop')
         for n in rounds:
-            etcd.delete(f'/services/broken{n}', recursive=True)
+            etcd.delete_prefix(f'/services/broken{n}/')
 
 
 def test_start_fails_cleanly_when_the_port_is_taken(lb_env):
@@ -247,8 +247,8 @@ def test_a_killed_haproxy_or_watcher_is_started_again(lb_env, etcd,
     port = int(lb_env['LB_PORT'])
     lb_dir = Path(lb_env['MF_HOME'], 'lb')
     backend = backends('users_1')
-    etcd.set('/services/users/location', '/api/users')
-    etcd.set('/services/users/upstream/users_1', backend.address)
+    etcd.put('/services/users/location', '/api/users')
+    etcd.put('/services/users/upstream/users_1', backend.address)
     http = urllib3.PoolManager(retries=False)
 
     def routed(name):
@@ -282,12 +282,12 @@ def test_a_killed_haproxy_or_watcher_is_started_again(lb_env, etcd,
                           10) is not None
         other = backends('users_2')
         etcd.delete('/services/users/upstream/users_1')
-        etcd.set('/services/users/upstream/users_2', other.address)
+        etcd.put('/services/users/upstream/users_2', other.address)
         assert wait_until(lambda: routed('users_2'), 5) is not None
         assert mflb(lb_env, 'status').returncode == 0
     finally:
         mflb(lb_env, 'stop')
-        etcd.delete('/services/users', recursive=True)
+        etcd.delete_prefix('/services/users/')
     # Stopped for good: nothing starts them again, and the supervisor,
     # with nothing left to run, is gone.
     time.sleep(2)

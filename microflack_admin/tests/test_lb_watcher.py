@@ -15,17 +15,17 @@ import urllib3
 from lb_watcher import REJOIN_GRACE, Watcher
 
 from conftest import Etcd
-from microflack_common.etcd_client import EtcdEventIndexCleared, EtcdTimeout
+from microflack_common.etcd_client import EtcdCompacted, EtcdTimeout
 from microflack_common.testing import seconds_until, wait_until
 
 
 def register(etcd, service, location, *backends, balance=None):
-    etcd.set(f'/services/{service}/location', location)
+    etcd.put(f'/services/{service}/location', location)
     if balance:
-        etcd.set(f'/services/{service}/backend/balance', balance)
+        etcd.put(f'/services/{service}/backend/balance', balance)
     for backend in backends:
-        etcd.set(f'/services/{service}/upstream/{backend.name}',
-                 backend.address, ttl=50)
+        etcd.put_expiring(f'/services/{service}/upstream/{backend.name}',
+                          backend.address, 50)
 
 
 class SteadyClient:
@@ -199,9 +199,9 @@ def test_malformed_entry_is_skipped(lb, etcd, backends):
     register(etcd, 'users', '/api/users', users)
     assert wait_until(lambda: lb.routed_to('/api/users', 'users_1'),
                       5) is not None
-    etcd.set('/services/users/upstream/evil', '127.0.0.1:80 backup\nlisten x')
-    etcd.set('/services/bad name/location', '/bad')
-    etcd.set('/services/worse/location', '/worse path')
+    etcd.put('/services/users/upstream/evil', '127.0.0.1:80 backup\nlisten x')
+    etcd.put('/services/bad name/location', '/bad')
+    etcd.put('/services/worse/location', '/worse path')
     assert wait_until(lambda: 'evil' in lb.watcher_log.read_text() and
                       'worse' in lb.watcher_log.read_text(), 5) is not None
     assert lb.routed_to('/api/users', 'users_1')
@@ -268,8 +268,8 @@ def test_haproxy_serves_what_the_registry_says_after_quick_changes(
     converged = []
     with SteadyClient(lb, '/api/users'):
         for _ in range(FLAP_TRIALS):
-            etcd.set(f'/services/users/upstream/{flapping.name}',
-                     flapping.address, ttl=50)
+            etcd.put_expiring(f'/services/users/upstream/{flapping.name}',
+                              flapping.address, 50)
             time.sleep(rng.uniform(0.05, 0.25))
             etcd.delete(f'/services/users/upstream/{flapping.name}')
             converged.append(wait_until(lambda: set(lb.server_states()) == {
@@ -358,32 +358,35 @@ def test_etcd_outage_keeps_the_running_config(make_lb, backends, tmp_path):
 
 def test_servers_stay_while_they_register_again_after_an_outage(
         make_lb, backends, tmp_path):
-    """etcd down for longer than the upstream keys' TTL (issue 15, finding
-    2): when it returns, every key has expired at once while the instances
-    still serve, and they register again a moment later. The load balancer
-    emptied the service meanwhile (503 for every request); it now keeps
-    the servers it had for a grace after the outage."""
+    """An outage after which every registration is gone at once while the
+    instances still serve (issue 15, finding 2: etcd's v2 TTLs ran out
+    while it was down; with v3 leases, an instance that could not reach
+    etcd for longer than its TTL while etcd ran), and they register again
+    a moment later. The load balancer emptied the service meanwhile (503
+    for every request); it now keeps the servers it had for a grace after
+    the outage."""
     from microflack_common.etcd_client import EtcdClient
     server = Etcd(tmp_path / 'etcd').start()
     try:
         etcd = EtcdClient([server.url])
         lb = make_lb(server.url, ['--max-backoff', '0.5'])
         users = backends('users_1')
-        etcd.set('/services/users/location', '/api/users')
-        etcd.set('/services/users/upstream/users_1', users.address, ttl=2)
+        etcd.put('/services/users/location', '/api/users')
+        lease = etcd.put_expiring('/services/users/upstream/users_1',
+                                  users.address, 50)
         assert wait_until(lambda: lb.routed_to('/api/users', 'users_1'),
                           5) is not None
         with SteadyClient(lb, '/api/users') as client:
             server.stop()
-            time.sleep(3)       # the key's TTL runs out while etcd is down
+            time.sleep(2)
             server.start()
+            etcd.revoke(lease)      # the registration ran out meanwhile
             assert wait_until(lambda: 'registry available again' in
                               lb.watcher_log.read_text(), 10) is not None
-            assert wait_until(lambda: not etcd.get(
-                '/services/users').to_dict().get('upstream'), 5) is not None
+            assert etcd.get('/services/users/upstream/users_1') is None
             time.sleep(1.5)     # the instance registers again
-            etcd.set('/services/users/upstream/users_1', users.address,
-                     ttl=50)
+            etcd.put_expiring('/services/users/upstream/users_1',
+                              users.address, 50)
             time.sleep(1)
         assert client.failures == [], lb.logs()[-3000:]
         assert client.counts.get('users_1', 0) > 10
@@ -432,23 +435,21 @@ class ScriptedEtcd:
     urls = ['http://scripted']
 
     def __init__(self, watches):
-        self.tree, self.index, self.reads = {}, 10, 0
+        self.tree, self.revision, self.reads = {}, 10, 0
         self.watches = list(watches)
         self.watched = []
 
-    def current_index(self):
-        return self.index
-
-    def get(self, key, recursive=False):
+    def get_prefix(self, prefix):
         self.reads += 1
-        return SimpleNamespace(to_dict=lambda: self.tree)
+        return SimpleNamespace(revision=self.revision,
+                               tree=lambda prefix: self.tree)
 
-    def watch(self, key, wait_index=None, timeout=60):
-        self.watched.append(wait_index)
+    def watch_prefix(self, prefix, start_revision, timeout=60):
+        self.watched.append(start_revision)
         outcome = self.watches.pop(0)
         if outcome is not None:
             raise outcome
-        self.index += 1
+        self.revision += 1
 
 
 @pytest.fixture
@@ -465,14 +466,40 @@ def scripted(tmp_path):
     return make
 
 
-def test_watch_resumes_after_the_index_read(scripted):
+def test_watch_resumes_after_the_revision_read(scripted):
     etcd, watcher = scripted([None, EtcdTimeout('quiet'),
-                              EtcdEventIndexCleared('too old')])
+                              EtcdCompacted('too old')])
     for _ in range(3):
         watcher.wait_for_change(watcher.run_once())
-    # Each watch starts right after the index of the read before it.
+    # Each watch starts right after the revision of the read before it.
     assert etcd.watched == [11, 12, 12]
     assert etcd.reads == 3
+
+
+def test_a_compacted_revision_leads_to_a_full_read(etcd, tmp_path, caplog):
+    """Changes made while the watcher was away, whose revisions etcd has
+    compacted since: its watch fails, it reads everything again and
+    renders the registry as it is, never a stale configuration."""
+    from lb_config import Settings
+    caplog.set_level('INFO', 'lb_watcher')
+    settings = Settings(stats_user='a', stats_password='b',
+                        stats_socket=str(tmp_path / 'admin.sock'),
+                        state_file=str(tmp_path / 'state'), port=8080)
+    watcher = Watcher(etcd, settings, tmp_path / 'haproxy.cfg', debounce=0)
+    etcd.put('/services/users/location', '/api/users')
+    etcd.put('/services/users/upstream/users_1', '127.0.0.1:5001')
+    rendered = watcher.run_once()
+    assert 'server users_1 ' in watcher.current_text
+    etcd.delete('/services/users/upstream/users_1')
+    etcd.put('/services/users/upstream/users_2', '127.0.0.1:5002')
+    etcd.compact(etcd.revision())
+    began = time.monotonic()
+    watcher.wait_for_change(rendered, timeout=5)
+    assert time.monotonic() - began < 2
+    assert 'compacted away' in caplog.text
+    watcher.run_once()
+    assert 'server users_1 ' not in watcher.current_text
+    assert 'server users_2 ' in watcher.current_text
 
 
 def test_rejected_config_keeps_the_running_one(scripted, tmp_path):

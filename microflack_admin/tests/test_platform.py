@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -272,8 +273,11 @@ def test_bad_arguments(platform, args):
 
 def test_etcd_dump(platform):
     out = platform.run('etcd-dump', '/services/users').stdout
-    assert "location = '/api/users'" in out
-    assert '(ttl ' in out
+    assert "/services/users/location = '/api/users'" in out
+    # An instance's key is on its lease, shown with the seconds it has.
+    assert re.search(r"/services/users/upstream/\S+ = '[^']+:\d+'   "
+                     r"\(lease \d+, \d+ s left\)", out), out
+    assert 'leases:' in out
 
 
 def test_mfkill_all_clears_everything_and_setup_restores(platform):

@@ -1,7 +1,7 @@
 """Render HAProxy's configuration from the registry's /services tree.
 
 This module plays the template part of confd: :func:`render` is a pure
-function from the tree (nested dicts, as ``Node.to_dict()`` returns them)
+function from the tree (nested dicts, as ``Range.tree()`` returns them)
 and the load balancer's settings to the text of haproxy.cfg. Registry
 layout and routing rules: SPEC section 3::
 

@@ -8,8 +8,10 @@ sends SIGUSR2 to the HAProxy master, which starts a new worker with the new
 configuration while the old one finishes its connections. Then it checks
 what HAProxy runs (``show servers state``) against what it wrote, and sends
 the reload again if a signal did not take (see :meth:`Watcher.check_running`);
-then it blocks in an etcd watch of /services until something changes (or a
-periodic resync, which checks HAProxy again).
+then it blocks in an etcd v3 watch of /services/ from the revision after the
+one it rendered, so no change is missed across a reconnect, until something
+changes (or a periodic resync, which checks HAProxy again). A revision etcd
+has compacted away makes it read everything again.
 
     lb_watcher.py --etcd URLS --config haproxy.cfg --settings settings.json
                   --master-pid-file haproxy.pid [--pid-file watcher.pid]
@@ -35,14 +37,13 @@ import lb_config
 from microflack_common.config import ConfigError
 from microflack_common.etcd_client import (
     EtcdClient,
+    EtcdCompacted,
     EtcdError,
-    EtcdEventIndexCleared,
-    EtcdKeyNotFound,
     EtcdTimeout,
     parse_etcd_urls,
 )
 
-SERVICES_KEY = '/services'
+SERVICES_KEY = '/services/'
 EMPTY_SERVER_STATE = '1\n'
 # HAProxy serves a new configuration a fraction of a second after the
 # reload signal. One that still serves another after this long (seconds)
@@ -103,14 +104,9 @@ class Watcher:
     # -- the registry --------------------------------------------------
 
     def read_tree(self):
-        """(etcd index, /services as nested dicts). The index is read first,
-        so a change made during the read is seen again by the watch."""
-        index = self.etcd.current_index()
-        try:
-            tree = self.etcd.get(SERVICES_KEY, recursive=True).to_dict()
-        except EtcdKeyNotFound:
-            tree = {}
-        return index, tree
+        """(the revision read at, /services as nested dicts)."""
+        found = self.etcd.get_prefix(SERVICES_KEY)
+        return found.revision, found.tree(SERVICES_KEY)
 
     def _etcd_failed(self, exc):
         if not self._etcd_down:
@@ -333,18 +329,18 @@ class Watcher:
         finally:
             self._waiting = False
 
-    def wait_for_change(self, index, timeout=None):
-        """Block until /services changes after ``index``, a resync is due
-        (after ``timeout`` seconds, the watch timeout by default), or a
-        signal arrives."""
+    def wait_for_change(self, revision, timeout=None):
+        """Block until /services changes after ``revision``, a resync is
+        due (after ``timeout`` seconds, the watch timeout by default), or
+        a signal arrives."""
         try:
-            self._wait(self.etcd.watch, SERVICES_KEY, index + 1,
+            self._wait(self.etcd.watch_prefix, SERVICES_KEY, revision + 1,
                        timeout or self.watch_timeout)
         except EtcdTimeout:
             return
-        except EtcdEventIndexCleared:
-            logger.info('watch index %s too old; reading everything again',
-                        index + 1)
+        except EtcdCompacted:
+            logger.info('revision %s compacted away; reading everything '
+                        'again', revision + 1)
             return
         except EtcdError as exc:
             self._etcd_failed(exc)
@@ -354,24 +350,24 @@ class Watcher:
 
     def run_once(self):
         """Read, render, apply (or back off if etcd is unreachable); then
-        return the index to watch from, or None."""
+        return the revision it rendered, or None."""
         try:
-            index, tree = self.read_tree()
+            revision, tree = self.read_tree()
         except EtcdError as exc:
             self._etcd_failed(exc)
             return None
         self._etcd_ok()
         force, self._force = self._force, False
         self.apply(tree, force=force)
-        return index
+        return revision
 
     def run(self):
         logger.info('watching %s on %s', SERVICES_KEY,
                     ', '.join(self.etcd.urls))
         while not self._stopping:
             try:
-                index = self.run_once()
-                if index is not None:
+                revision = self.run_once()
+                if revision is not None:
                     # Until HAProxy serves what the registry says, look
                     # again soon (a reload may not have taken).
                     serving = self.check_running()
@@ -380,7 +376,7 @@ class Watcher:
                     # Read everything again when an outage's grace ends.
                     if self.rejoin_seconds():
                         timeout = min(timeout, self.rejoin_seconds() + 0.05)
-                    self.wait_for_change(index, timeout)
+                    self.wait_for_change(revision, timeout)
             except Wakeup:
                 pass
         logger.info('stopped')

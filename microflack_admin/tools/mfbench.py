@@ -211,8 +211,7 @@ def bench_discovery(platform, out):
         for hello in (stable, victim):
             if hello is not None:
                 hello.stop(signal.SIGKILL)
-        platform.http.delete(
-            f'{platform.etcd}/v2/keys/services/hello?recursive=true', timeout=5)
+        platform.etcd_delete('/services/hello', recursive=True)
 
 
 # -- the rolling upgrade under load ----------------------------------------
@@ -498,8 +497,7 @@ def measure(platform, args):
                 wrk(f'{platform.lb}/hello', 32, args.seconds))
     finally:
         hello.stop()
-        platform.http.delete(
-            f'{platform.etcd}/v2/keys/services/hello?recursive=true', timeout=5)
+        platform.etcd_delete('/services/hello', recursive=True)
     for key, runs in rounds.items():
         r[key] = summary(runs)
     r['lb_cost'] = median([

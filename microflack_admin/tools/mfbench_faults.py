@@ -428,8 +428,6 @@ def reload_race(platform, trials):
     """Add then remove a server key 50-250 ms apart; seconds from the last
     change until HAProxy runs the registry's servers, per trial (None, and
     both sets said, when it did not within 10 s)."""
-    http = session()
-    etcd = platform.etcd
     backend = 'messages_backend'
     times = []
 
@@ -438,10 +436,9 @@ def reload_race(platform, trials):
             registered_servers(platform, 'messages')
     for trial in range(trials):
         key = f'/services/messages/upstream/race_{trial}'
-        http.put(f'{etcd}/v2/keys{key}', data={'value': '127.0.0.1:9'},
-                 timeout=5)
+        platform.etcd_put(key, '127.0.0.1:9', ttl=50)
         time.sleep(random.uniform(0.05, 0.25))
-        http.delete(f'{etcd}/v2/keys{key}', timeout=5)
+        platform.etcd_delete(key)
         last_change = time.monotonic()
         if wait_until(matches, 10, 0.02):
             times.append(time.monotonic() - last_change)

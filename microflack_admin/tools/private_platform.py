@@ -20,6 +20,7 @@ from urllib3.util.retry import Retry
 ADMIN = Path(__file__).resolve().parent.parent
 ROOT = ADMIN.parent
 sys.path.insert(0, str(ROOT / 'microflack_common' / 'src'))
+from microflack_common.etcd_client import EtcdClient  # noqa: E402
 from microflack_common.loopback import free_port, free_port_pair  # noqa: E402
 from microflack_common.polling import wait_until  # noqa: E402
 
@@ -89,6 +90,7 @@ class PrivatePlatform:
         self.env = env
         self.lb = f"http://127.0.0.1:{env['LB_PORT']}"
         self.etcd = f"http://127.0.0.1:{env['ETCD_PORT']}"
+        self._etcd_client = None
         self.logs = f"http://127.0.0.1:{env['LOGS_PORT']}/logs"
         self.http = http_session()
 
@@ -147,25 +149,31 @@ class PrivatePlatform:
 
     # -- the registry ----------------------------------------------------
 
+    @property
+    def etcd_client(self):
+        """A client of the platform's etcd (v3)."""
+        if self._etcd_client is None:
+            self._etcd_client = EtcdClient(self.etcd, timeout=5)
+        return self._etcd_client
+
     def registry(self, key='/services'):
         """The tree below ``key`` as nested dicts ({} when absent)."""
-        response = self.http.get(f'{self.etcd}/v2/keys{key}',
-                                 params={'recursive': 'true'}, timeout=5)
-        if response.status_code == 404:
-            return {}
-        return _tree(response.json()['node'])
+        prefix = key.rstrip('/') + '/'
+        return self.etcd_client.get_prefix(prefix).tree(prefix)
 
     def etcd_put(self, key, value, ttl=None):
-        data = {'value': value}
+        """Write a key; with ``ttl``, on a lease of its own."""
         if ttl:
-            data['ttl'] = ttl
-        self.http.put(f'{self.etcd}/v2/keys{key}', data=data,
-                      timeout=5).raise_for_status()
+            self.etcd_client.put_expiring(key, value, ttl)
+        else:
+            self.etcd_client.put(key, value)
 
     def etcd_delete(self, key, recursive=False):
-        params = {'recursive': 'true', 'dir': 'true'} if recursive else {}
-        self.http.delete(f'{self.etcd}/v2/keys{key}', params=params,
-                         timeout=5)
+        """Delete a key, or with ``recursive`` every key below key/."""
+        if recursive:
+            self.etcd_client.delete_prefix(key.rstrip('/') + '/')
+        else:
+            self.etcd_client.delete(key)
 
     def instances(self, service):
         """The names of the service's registered instances, sorted."""
@@ -227,10 +235,3 @@ class PrivatePlatform:
                             auth=(nickname, password))
         assert rv.status_code == 200, rv.text
         return rv.json()['token']
-
-
-def _tree(node):
-    if not node.get('dir'):
-        return node.get('value')
-    return {child['key'].rsplit('/', 1)[-1]: _tree(child)
-            for child in node.get('nodes', [])}

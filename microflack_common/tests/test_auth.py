@@ -68,7 +68,7 @@ def test_optional_rejects_expired_token(app, client):
 
 def test_revoked_token_rejected_everywhere(app, client, fake_etcd):
     token = make_token(app, 4)
-    fake_etcd.set('/revoked-tokens/' + token, '', ttl=100)
+    fake_etcd.put_expiring('/revoked-tokens/' + token, '', 100)
     assert client.get('/private', token=token).status == 401
     assert client.get('/public', token=token).status == 401
 

@@ -5,8 +5,9 @@ import pytest
 
 from microflack_common.etcd_client import (
     EtcdClient,
+    EtcdCompacted,
     EtcdError,
-    EtcdKeyNotFound,
+    EtcdLeaseNotFound,
     EtcdTimeout,
 )
 from microflack_common.registration import (
@@ -19,61 +20,104 @@ from microflack_common.registration import (
 @pytest.fixture
 def etcd(etcd_url):
     client = EtcdClient(etcd_url)
-    client.delete('/services', recursive=True)
+    client.delete_prefix('/services/')
     return client
 
 
-def test_set_get_delete(etcd):
-    etcd.set('/services/x/location', '/api/x')
+def test_put_get_delete(etcd):
+    etcd.put('/services/x/location', '/api/x')
     assert etcd.get_value('/services/x/location') == '/api/x'
     assert etcd.delete('/services/x/location')
     assert not etcd.delete('/services/x/location')
-    with pytest.raises(EtcdKeyNotFound):
-        etcd.get('/services/x/location')
+    assert etcd.get('/services/x/location') is None
     assert etcd.get_value('/services/x/location', 'none') == 'none'
 
 
-def test_recursive_tree(etcd):
-    etcd.set('/services/a/location', '/api/a')
-    etcd.set('/services/a/upstream/a1', '127.0.0.1:1')
-    tree = etcd.get('/services', recursive=True).to_dict()
-    assert tree == {'a': {'location': '/api/a',
-                          'upstream': {'a1': '127.0.0.1:1'}}}
+def test_prefix_tree_and_revision(etcd):
+    etcd.put('/services/a/location', '/api/a')
+    revision = etcd.put('/services/a/upstream/a1', '127.0.0.1:1')
+    found = etcd.get_prefix('/services/')
+    assert found.revision == revision == etcd.revision()
+    assert found.tree('/services/') == {
+        'a': {'location': '/api/a', 'upstream': {'a1': '127.0.0.1:1'}}}
+    # A prefix selects its own keys only, not a sibling's.
+    etcd.put('/services-other', 'x')
+    assert [kv.key for kv in etcd.get_prefix('/services/').kvs] == [
+        '/services/a/location', '/services/a/upstream/a1']
+    assert etcd.delete_prefix('/services/') == 2
+    assert etcd.get_value('/services-other') == 'x'
+    etcd.delete('/services-other')
 
 
-def test_ttl_and_refresh(etcd):
-    etcd.set('/services/t/upstream/i', 'h:1', ttl=2)
-    node = etcd.get('/services/t/upstream/i')
-    assert node.ttl <= 2
+def test_lease_keep_alive_and_revoke(etcd):
+    lease = etcd.put_expiring('/services/t/upstream/i', 'h:1', 2)
+    assert etcd.get('/services/t/upstream/i').lease == lease
+    assert lease in etcd.leases()
+    assert 0 < etcd.time_to_live(lease) <= 2
     time.sleep(1.2)
-    etcd.refresh('/services/t/upstream/i', 5)
-    assert etcd.get('/services/t/upstream/i').ttl > 3
-    with pytest.raises(EtcdKeyNotFound):
-        etcd.refresh('/services/t/upstream/missing', 5)
+    assert etcd.keep_alive(lease) == 2
+    time.sleep(1.2)
+    assert etcd.get_value('/services/t/upstream/i') == 'h:1'
+    assert etcd.revoke(lease)
+    assert etcd.get('/services/t/upstream/i') is None
+    assert not etcd.revoke(lease)
+    assert etcd.keep_alive(lease) == 0
+    assert etcd.time_to_live(lease) == -1
+    with pytest.raises(EtcdLeaseNotFound):
+        etcd.put('/services/t/upstream/i', 'h:1', lease=lease)
 
 
-def test_key_expires(etcd):
-    etcd.set('/services/e/upstream/i', 'h:1', ttl=1)
-    time.sleep(2.1)
-    with pytest.raises(EtcdKeyNotFound):
-        etcd.get('/services/e/upstream/i')
+def test_key_expires_with_its_lease(etcd):
+    etcd.put_expiring('/services/e/upstream/i', 'h:1', 1)
+    deadline = time.monotonic() + 5
+    while etcd.get('/services/e/upstream/i') is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 
 
-def test_watch_sees_change_and_times_out(etcd):
-    index = etcd.current_index()
-    etcd.set('/services/w/location', '/w')
-    change = etcd.watch('/services', wait_index=index + 1, timeout=2)
-    assert change.node.key == '/services/w/location'
+def test_watch_from_a_revision_sees_every_change(etcd):
+    start = etcd.revision() + 1
+    etcd.put('/services/w/location', '/w')
+    etcd.put('/services/w/upstream/w1', 'h:1')
+    etcd.delete('/services/w/upstream/w1')
+    # Made before the watch started, yet seen: it starts from a revision.
+    seen = []
+    while len(seen) < 3:
+        events = etcd.watch_prefix('/services/', start, timeout=2)
+        seen += [(e.type, e.kv.key) for e in events]
+        start = events[-1].kv.mod_revision + 1
+    assert seen == [('PUT', '/services/w/location'),
+                    ('PUT', '/services/w/upstream/w1'),
+                    ('DELETE', '/services/w/upstream/w1')]
+    began = time.monotonic()
     with pytest.raises(EtcdTimeout):
-        etcd.watch('/services', wait_index=change.node.modified_index + 1,
-                   timeout=0.5)
+        etcd.watch_prefix('/services/', start, timeout=0.5)
+    assert time.monotonic() - began < 2
+
+
+def test_watch_from_a_compacted_revision_says_so(etcd):
+    start = etcd.revision() + 1
+    etcd.put('/services/c/location', '/c')
+    etcd.put('/services/c/location', '/c2')
+    etcd.compact(etcd.revision())
+    with pytest.raises(EtcdCompacted) as caught:
+        etcd.watch_prefix('/services/', start, timeout=2)
+    assert caught.value.compact_revision == etcd.revision()
+
+
+def test_the_v2_api_is_off(etcd_url):
+    """The tests' etcd is started as a supported etcd runs: v3 only."""
+    import urllib3
+    response = urllib3.PoolManager(retries=False).request(
+        'GET', etcd_url + '/v2/keys/', timeout=2)
+    assert response.status == 404
 
 
 def test_fails_over_to_next_endpoint(etcd_url):
     from microflack_common.testing import free_port
     dead = f'http://127.0.0.1:{free_port()}'
     client = EtcdClient(f'{dead},{etcd_url}')
-    client.set('/services/f/location', '/f')
+    client.put('/services/f/location', '/f')
     assert client.get_value('/services/f/location') == '/f'
 
 
@@ -81,7 +125,7 @@ def test_unreachable_raises_etcd_error():
     from microflack_common.testing import free_port
     client = EtcdClient(f'http://127.0.0.1:{free_port()}', timeout=0.5)
     with pytest.raises(EtcdError):
-        client.get('/services')
+        client.get('/services/x')
 
 
 def test_registration_lifecycle(etcd):
@@ -93,10 +137,12 @@ def test_registration_lifecycle(etcd):
     while etcd.get_value(registration.upstream_key) is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    tree = etcd.get('/services/users', recursive=True).to_dict()
+    tree = etcd.get_prefix('/services/users/').tree('/services/users/')
     assert tree == {'location': '/api/users',
                     'backend': {'balance': 'source'},
                     'upstream': {'users_v1_a': '127.0.0.1:5001'}}
+    lease = etcd.get(registration.upstream_key).lease
+    assert 0 < etcd.time_to_live(lease) <= 3
     # Kept alive past its TTL by the refreshes.
     time.sleep(4)
     assert etcd.get_value(registration.upstream_key) == '127.0.0.1:5001'

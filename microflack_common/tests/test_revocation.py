@@ -12,11 +12,14 @@ class Clock:
         return self.now
 
 
-def test_revoke_writes_key_with_ttl():
+def test_revoke_writes_key_on_a_lease_ending_with_the_token():
     etcd = FakeEtcd()
     revocations = RevocationList(etcd)
-    revocations.revoke('tok', time.time() + 100)
-    assert etcd.get_value('/revoked-tokens/tok') == ''
+    expires_at = time.time() + 100
+    revocations.revoke('tok', expires_at)
+    # The value is when the revocation ends; the lease ends then too.
+    assert 0 <= float(etcd.get_value('/revoked-tokens/tok')) - expires_at \
+        <= 6
     assert 100 <= etcd.ttl('/revoked-tokens/tok') <= 106
     assert revocations.is_revoked('tok')
 
@@ -34,7 +37,7 @@ def test_cache_limits_etcd_reads_and_expires():
     assert not revocations.is_revoked('tok')
     assert len([c for c in etcd.calls if c[0] == 'get']) == 1
     # Revoked elsewhere: seen once the cache entry is older than 2 s.
-    etcd.set('/revoked-tokens/tok', '')
+    etcd.put('/revoked-tokens/tok', '')
     clock.now += 1
     assert not revocations.is_revoked('tok')
     clock.now += 1.5
@@ -44,7 +47,7 @@ def test_cache_limits_etcd_reads_and_expires():
 def test_etcd_down_keeps_last_known_answer():
     etcd, clock = FakeEtcd(), Clock()
     revocations = RevocationList(etcd, cache_seconds=1, clock=clock)
-    etcd.set('/revoked-tokens/gone', '')
+    etcd.put('/revoked-tokens/gone', '')
     assert revocations.is_revoked('gone')
     etcd.down = True
     clock.now += 5

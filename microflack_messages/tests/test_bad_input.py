@@ -139,7 +139,7 @@ def test_malformed_authorization_headers(client, unchanged, header):
 def test_revoked_token_refused(client, token, etcd, unchanged):
     revoked = token(4242, expires_in=1234)
     assert client.get('/api/messages', token=revoked).status == 200
-    etcd.set('/revoked-tokens/' + revoked, '', ttl=60)
+    etcd.put_expiring('/revoked-tokens/' + revoked, '', 60)
     url = f'/api/messages/{unchanged}'
     for rv in (client.post('/api/messages', {'source': 'x'}, token=revoked),
                client.put(url, {'source': 'x'}, token=revoked),

@@ -153,7 +153,7 @@ def test_a_burst_of_requests_writes_once_per_second(client, add_user, token,
 def test_revoked_tokens_are_refused(client, add_user, token, etcd, rows):
     susan = add_user('susan', online=False, last_seen_at=1000)
     revoked = token(susan)
-    etcd.set('/revoked-tokens/' + revoked, '', ttl=3600)
+    etcd.put_expiring('/revoked-tokens/' + revoked, '', 3600)
     before = rows()
     assert_401(client.get('/api/users', token=revoked))
     assert_401(client.get(f'/api/users/{susan}', token=revoked))

@@ -4,12 +4,13 @@ An instance writes::
 
     /services/<name>/location           = its URL prefix
     /services/<name>/backend/<option>   = HAProxy backend options
-    /services/<name>/upstream/<instance> = host:port   (TTL, refreshed)
+    /services/<name>/upstream/<instance> = host:port   (on a lease)
 
-The upstream key carries a TTL (50 s by default) and is refreshed every
-15 s, so an instance that dies without a word leaves the registry on its
-own. :meth:`Registration.stop` deletes the key at once (an instance's
-gunicorn master calls it on SIGTERM: ``gunicorn_config``).
+The upstream key is attached to a lease of the instance's own (etcd v3;
+TTL 50 s by default) that it keeps alive every 15 s, so an instance that
+dies without a word leaves the registry on its own. :meth:`Registration.stop`
+revokes the lease, which deletes the key at once (an instance's gunicorn
+master calls it on SIGTERM: ``gunicorn_config``).
 
 While etcd cannot be reached the instance tries again every
 ``RETRY_INTERVAL`` seconds, so that it is back in the registry a moment
@@ -22,7 +23,7 @@ import re
 import threading
 import time
 
-from .etcd_client import EtcdError, EtcdKeyNotFound
+from .etcd_client import EtcdError, EtcdLeaseNotFound
 from .names import problem
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Registration:
         self._stopped = threading.Event()
         self._thread = None
         self._registered = False
+        self.lease = None
 
     @property
     def service_key(self):
@@ -79,20 +81,40 @@ class Registration:
         return f'{self.service_key}/upstream/{self.instance}'
 
     def register(self):
-        """Write every key once; raises EtcdError if etcd is unreachable."""
-        self.etcd.set(f'{self.service_key}/location', self.location)
+        """Write every key once, the upstream key on a new lease (the old
+        one, if any, is revoked); raises EtcdError if etcd is
+        unreachable."""
+        self._registered = False
+        self.etcd.put(f'{self.service_key}/location', self.location)
         for option, value in self.backend_options.items():
-            self.etcd.set(f'{self.service_key}/backend/{option}', value)
-        self.etcd.set(self.upstream_key, self.address, ttl=self.ttl)
+            self.etcd.put(f'{self.service_key}/backend/{option}', value)
+        old_lease, self.lease = self.lease, self.etcd.grant(self.ttl)
+        self.etcd.put(self.upstream_key, self.address, lease=self.lease)
         self._registered = True
+        if old_lease:
+            self._revoke(old_lease)
+
+    def _revoke(self, lease):
+        try:
+            self.etcd.revoke(lease)
+        except EtcdError as exc:
+            logger.info('cannot revoke the old lease of %s (%s); it ends '
+                        'in at most %s s', self.instance, exc, self.ttl)
 
     def keep_alive(self):
-        """Refresh the upstream key's TTL, re-registering if it expired."""
+        """Renew the lease, registering again if it had expired."""
         try:
-            self.etcd.refresh(self.upstream_key, self.ttl)
-        except EtcdKeyNotFound:
+            alive = self.lease and self.etcd.keep_alive(self.lease) > 0
+        except EtcdLeaseNotFound:
+            alive = False
+        if alive:
+            # The key may have gone while the lease lives (deleted by hand).
+            kv = self.etcd.get(self.upstream_key)
+            alive = kv is not None and kv.lease == self.lease
+        if not alive:
             logger.warning('registration of %s had expired; registering '
                            'again', self.instance)
+            self.lease = None
             self.register()
 
     def start(self):
@@ -126,17 +148,21 @@ class Registration:
                     logger.warning('cannot reach the registry (%s); trying '
                                    'again every %s s', exc,
                                    min(self.refresh, RETRY_INTERVAL))
-                self._registered = False
                 delay = min(self.refresh, RETRY_INTERVAL)
 
     def stop(self):
-        """Stop refreshing and remove this instance's upstream key."""
+        """Stop renewing and remove this instance's upstream key (its
+        lease is revoked; the key is deleted too, in case a registration
+        made before a lost answer left it on another lease)."""
         self._stopped.set()
         if self._thread is not None and \
                 self._thread is not threading.current_thread():
             self._thread.join(timeout=self.refresh + 5)
         try:
+            if self.lease:
+                self.etcd.revoke(self.lease)
             self.etcd.delete(self.upstream_key)
+            self.lease = None
             logger.info('deregistered %s', self.instance)
         except EtcdError as exc:
             logger.warning('cannot deregister %s (%s); its key expires in '

@@ -1,5 +1,7 @@
 """Revoked tokens, kept in etcd under ``/revoked-tokens/<token>`` until
-they would have expired anyway.
+they would have expired anyway: the key's value is that moment (seconds
+since the epoch) and the key is attached to a lease that ends then, so
+etcd deletes it on its own.
 
 Each serving process keeps a mirror of that directory in memory: a
 background thread reads it once, then follows its changes with an etcd
@@ -14,16 +16,12 @@ cannot answer that either, the token is judged on its signature alone,
 with a warning.
 """
 import logging
+import math
 import os
 import threading
 import time
 
-from .etcd_client import (
-    EtcdError,
-    EtcdEventIndexCleared,
-    EtcdKeyNotFound,
-    EtcdTimeout,
-)
+from .etcd_client import EtcdCompacted, EtcdError, EtcdTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +34,7 @@ CACHE_LIMIT = 10000
 # nothing changes; after a failure it tries again this often.
 WATCH_TIMEOUT = 50
 RETRY_INTERVAL = 0.5
+LONGEST_TOKEN_LIFE = 24 * 3600
 
 
 class RevocationList:
@@ -52,9 +51,10 @@ class RevocationList:
     def revoke(self, token, expires_at):
         """Record a token as revoked until ``expires_at`` (+ a margin)."""
         ttl = max(1, int(expires_at - time.time()) + EXPIRY_MARGIN)
-        self.etcd.set(REVOKED_PREFIX + token, '', ttl=ttl)
+        until = time.time() + ttl
+        self.etcd.put_expiring(REVOKED_PREFIX + token, f'{until:.0f}', ttl)
         if self.mirror is not None:
-            self.mirror.add(token, ttl)
+            self.mirror.add(token, until)
         with self._lock:
             self._cache[token] = (True, self.clock())
 
@@ -73,10 +73,7 @@ class RevocationList:
         if cached and now - cached[1] < self.cache_seconds:
             return cached[0]
         try:
-            self.etcd.get(REVOKED_PREFIX + token)
-            revoked = True
-        except EtcdKeyNotFound:
-            revoked = False
+            revoked = self.etcd.get(REVOKED_PREFIX + token) is not None
         except EtcdError as exc:
             self._warn(exc)
             revoked = cached[0] if cached else False
@@ -133,9 +130,9 @@ class RevocationMirror:
             expires = self._expires.get(token)
         return expires is not None and expires > time.time()
 
-    def add(self, token, ttl):
+    def add(self, token, until):
         with self._lock:
-            self._expires[token] = time.time() + ttl
+            self._expires[token] = until
 
     def start(self):
         if self._owner == os.getpid():
@@ -157,19 +154,19 @@ class RevocationMirror:
         return self._synced.wait(timeout)
 
     def _run(self):
-        index, failing_since = None, None
+        revision, failing_since = None, None
         while not self._stopped.is_set():
             try:
-                index = self._read_all() if index is None \
-                    else self._follow(index)
+                revision = self._read_all() if revision is None \
+                    else self._follow(revision)
                 if failing_since is not None:
                     logger.info('revocation mirror: etcd answers again after '
                                 '%.1f s', time.monotonic() - failing_since)
                     failing_since = None
             except EtcdTimeout:
                 continue        # nothing changed within watch_timeout
-            except EtcdEventIndexCleared:
-                index = None    # fell behind etcd's history: read it all
+            except EtcdCompacted:
+                revision = None     # fell behind etcd's history: read all
             except EtcdError as exc:
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -179,35 +176,45 @@ class RevocationMirror:
                 self._stopped.wait(self.retry_interval)
 
     def _read_all(self):
-        """Replace the mirror with the directory; the index to watch from."""
-        index = self.etcd.current_index()
-        try:
-            nodes = list(self.etcd.get(REVOKED_PREFIX, recursive=True).leaves())
-        except EtcdKeyNotFound:
-            nodes = []
-        now = time.time()
-        expires = {node.name: now + (node.ttl or 0) for node in nodes
-                   if node.ttl}
+        """Replace the mirror with the directory; the revision to watch
+        from."""
+        found = self.etcd.get_prefix(REVOKED_PREFIX)
+        expires = {kv.key[len(REVOKED_PREFIX):]: _expiry(kv.value)
+                   for kv in found.kvs}
         with self._lock:
             self._expires = expires
         self._synced.set()
-        return index + 1
+        return found.revision + 1
 
-    def _follow(self, index):
-        """Apply the next change below the directory; the next index."""
-        response = self.etcd.watch(REVOKED_PREFIX.rstrip('/'), wait_index=index,
-                                   timeout=self.watch_timeout)
-        node, now = response.node, time.time()
+    def _follow(self, revision):
+        """Apply the next changes below the directory; the next revision
+        to watch from."""
+        events = self.etcd.watch_prefix(REVOKED_PREFIX, revision,
+                                        timeout=self.watch_timeout)
         with self._lock:
-            if response.action in ('set', 'create', 'update',
-                                   'compareAndSwap') and node.ttl:
-                self._expires[node.name] = now + node.ttl
-            elif response.action in ('delete', 'expire', 'compareAndDelete'):
-                self._expires.pop(node.name, None)
-            self._prune(now)
-        return max(index, (node.modified_index or index)) + 1
+            for event in events:
+                token = event.kv.key[len(REVOKED_PREFIX):]
+                if event.type == 'DELETE':
+                    self._expires.pop(token, None)
+                else:
+                    self._expires[token] = _expiry(event.kv.value)
+                revision = max(revision, event.kv.mod_revision + 1)
+            self._prune(time.time())
+        return revision
 
     def _prune(self, now):
         if len(self._expires) > CACHE_LIMIT:
             for token in [t for t, e in self._expires.items() if e <= now]:
                 del self._expires[token]
+
+
+def _expiry(value):
+    """When a revocation ends, from its key's value. A value that is not a
+    time (written by hand) counts as a token's longest life from now: the
+    key's lease removes it in any case."""
+    try:
+        until = float(value)
+    except ValueError:
+        until = math.nan
+    return until if math.isfinite(until) \
+        else time.time() + LONGEST_TOKEN_LIFE

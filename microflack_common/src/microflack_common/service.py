@@ -130,7 +130,7 @@ def init_service(app, etcd=None, http=None, pusher=None):
     # about each token instead of mirrored.
     revocations = RevocationList(
         etcd, cache_seconds=config['REVOCATION_CACHE_SECONDS'],
-        mirror=hasattr(etcd, 'watch')) if etcd is not None else None
+        mirror=hasattr(etcd, 'watch_prefix')) if etcd is not None else None
     if revocations is not None and revocations.mirror is not None:
         # Now, in the serving process (gunicorn loads the app in each
         # worker): revocations made before an etcd outage must be known.

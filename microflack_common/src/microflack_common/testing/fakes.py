@@ -1,19 +1,24 @@
 """In-memory stand-ins for a service's collaborators, for unit tests only
 (integration tests use a real etcd, Redis and services)."""
+import base64
 import time
 
-from ..etcd_client import EtcdError, EtcdKeyNotFound, Node
+from ..etcd_client import EtcdError, EtcdLeaseNotFound, KeyValue, Range
 
 
 class FakeEtcd:
-    """In-memory etcd v2 key space with TTLs; set ``down = True`` to make
-    every call fail as if etcd were unreachable."""
+    """In-memory etcd v3 key space with leases (no watches); set
+    ``down = True`` to make every call fail as if etcd were unreachable."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
-        self.keys = {}          # key -> (value, expires_at or None)
+        self.keys = {}          # key -> (value, lease id or 0)
+        self.lease_ends = {}    # lease id -> when it ends (clock)
+        self.lease_ttls = {}    # lease id -> its TTL
         self.down = False
         self.calls = []
+        self._revision = 1
+        self._next_lease = 1
 
     def _check(self, name, key):
         self.calls.append((name, key))
@@ -22,82 +27,120 @@ class FakeEtcd:
 
     def _live(self):
         now = self.clock()
-        for key, (_, expires) in list(self.keys.items()):
-            if expires is not None and expires <= now:
-                del self.keys[key]
+        for lease, ends in list(self.lease_ends.items()):
+            if ends <= now:
+                self._drop_lease(lease)
         return self.keys
 
-    def get(self, key, recursive=False):
-        self._check('get', key)
-        keys = self._live()
-        key = '/' + key.strip('/')
-        if key in keys:
-            return Node({'key': key, 'value': keys[key][0]})
-        prefix = key.rstrip('/') + '/'
-        below = sorted(k for k in keys if k.startswith(prefix))
-        if not below:
-            raise EtcdKeyNotFound(f'Key not found: {key}')
-        return Node(self._tree(key, below, keys, recursive))
+    def _drop_lease(self, lease):
+        del self.lease_ends[lease]
+        del self.lease_ttls[lease]
+        for key in [k for k, (_, owner) in self.keys.items()
+                    if owner == lease]:
+            del self.keys[key]
 
-    def _tree(self, key, below, keys, recursive):
-        prefix = key.rstrip('/') + '/'
-        children = {}
-        for full in below:
-            head = full[len(prefix):].split('/', 1)[0]
-            children.setdefault(head, []).append(full)
-        nodes = []
-        for head, fulls in sorted(children.items()):
-            child = prefix + head
-            if child in keys:
-                nodes.append({'key': child, 'value': keys[child][0]})
-            elif recursive:
-                nodes.append(self._tree(child, fulls, keys, True))
-            else:
-                nodes.append({'key': child, 'dir': True})
-        return {'key': key, 'dir': True, 'nodes': nodes}
+    def _kv(self, key):
+        value, lease = self.keys[key]
+        return KeyValue({'key': _b64(key), 'value': _b64(value),
+                         'lease': lease})
+
+    def get(self, key):
+        self._check('get', key)
+        return self._kv(key) if key in self._live() else None
 
     def get_value(self, key, default=None):
-        try:
-            return self.get(key).value
-        except EtcdKeyNotFound:
-            return default
+        kv = self.get(key)
+        return default if kv is None else kv.value
 
-    def set(self, key, value, ttl=None):
-        self._check('set', key)
-        key = '/' + key.strip('/')
-        expires = self.clock() + ttl if ttl is not None else None
-        self.keys[key] = (value, expires)
-        return Node({'key': key, 'value': value})
-
-    def refresh(self, key, ttl):
-        self._check('refresh', key)
-        key = '/' + key.strip('/')
-        if key not in self._live():
-            raise EtcdKeyNotFound(f'Key not found: {key}')
-        self.keys[key] = (self.keys[key][0], self.clock() + ttl)
-        return Node({'key': key, 'value': self.keys[key][0]})
-
-    def delete(self, key, recursive=False):
-        self._check('delete', key)
-        key = '/' + key.strip('/')
+    def get_prefix(self, prefix):
+        self._check('get_prefix', prefix)
         keys = self._live()
-        doomed = [k for k in keys
-                  if k == key or (recursive and k.startswith(key + '/'))]
-        for k in doomed:
-            del keys[k]
-        return bool(doomed)
+        return Range(self._revision, [self._kv(k) for k in sorted(keys)
+                                      if k.startswith(prefix)])
+
+    def revision(self):
+        self._check('revision', '')
+        return self._revision
+
+    def put(self, key, value, lease=None):
+        self._check('put', key)
+        self._live()
+        if lease and lease not in self.lease_ends:
+            raise EtcdLeaseNotFound('requested lease not found')
+        self._revision += 1
+        self.keys[key] = (value, lease or 0)
+        return self._revision
+
+    def put_expiring(self, key, value, ttl):
+        lease = self.grant(ttl)
+        self.put(key, value, lease=lease)
+        return lease
+
+    def delete(self, key):
+        self._check('delete', key)
+        found = self._live().pop(key, None) is not None
+        self._revision += found
+        return found
+
+    def delete_prefix(self, prefix):
+        self._check('delete_prefix', prefix)
+        doomed = [k for k in self._live() if k.startswith(prefix)]
+        for key in doomed:
+            del self.keys[key]
+        self._revision += bool(doomed)
+        return len(doomed)
+
+    def grant(self, ttl):
+        self._check('grant', '')
+        lease, self._next_lease = self._next_lease, self._next_lease + 1
+        self.lease_ends[lease] = self.clock() + ttl
+        self.lease_ttls[lease] = ttl
+        return lease
+
+    def keep_alive(self, lease):
+        self._check('keep_alive', '')
+        self._live()
+        if lease not in self.lease_ends:
+            return 0
+        self.lease_ends[lease] = self.clock() + self.lease_ttls[lease]
+        return self.lease_ttls[lease]
+
+    def revoke(self, lease):
+        self._check('revoke', '')
+        self._live()
+        if lease not in self.lease_ends:
+            return False
+        self._drop_lease(lease)
+        return True
+
+    def time_to_live(self, lease):
+        self._check('time_to_live', '')
+        self._live()
+        if lease not in self.lease_ends:
+            return -1
+        return int(self.lease_ends[lease] - self.clock())
+
+    def leases(self):
+        self._check('leases', '')
+        self._live()
+        return sorted(self.lease_ends)
 
     def reset(self):
         self.keys.clear()
+        self.lease_ends.clear()
+        self.lease_ttls.clear()
         self.calls.clear()
         self.down = False
 
     def ttl(self, key):
-        """Seconds left on a key (None without TTL); for assertions."""
-        value = self._live().get('/' + key.strip('/'))
-        if value is None:
-            raise EtcdKeyNotFound(key)
-        return None if value[1] is None else value[1] - self.clock()
+        """Seconds left on a key (None without a lease); for assertions.
+        Raises KeyError when the key does not exist."""
+        _, lease = self._live()[key]
+        return self.lease_ends[lease] - self.clock() if lease else None
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
 
 
 class FakeResponse:

@@ -15,8 +15,9 @@ __all__ = ['EtcdServer', 'free_port', 'free_port_pair', 'gunicorn_arbiter',
 
 
 class EtcdServer:
-    """A private single-node etcd (v2 API on) on loopback, with its data in
-    ``data_dir``; can be stopped and started again."""
+    """A private single-node etcd on loopback, with its data in
+    ``data_dir``; can be stopped and started again. It serves the v3 API
+    only: the v2 key API is off, as on every supported etcd."""
 
     def __init__(self, data_dir, binary=None):
         self.binary = binary or shutil.which('etcd') or (
@@ -33,7 +34,7 @@ class EtcdServer:
         import urllib3
         peer = f'http://127.0.0.1:{self.peer_port}'
         self.process = subprocess.Popen(
-            [self.binary, '--enable-v2=true', '--name', 'test',
+            [self.binary, '--name', 'test',
              '--data-dir', self.data_dir,
              '--listen-client-urls', self.url,
              '--advertise-client-urls', self.url,
@@ -45,7 +46,8 @@ class EtcdServer:
 
         def ready():
             try:
-                return http.request('GET', self.url + '/v2/keys/',
+                return http.request('POST', self.url + '/v3/kv/range',
+                                    body=b'{"key": "AA=="}',
                                     timeout=1).status == 200
             except urllib3.exceptions.HTTPError:
                 return False

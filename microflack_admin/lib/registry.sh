@@ -1,0 +1,80 @@
+# shellcheck shell=bash
+# The registry from the shell: etcd's v3 API over its JSON gateway (keys
+# and values are base64 in the JSON). Sourced by common.sh.
+# Every call has a time limit and tries each member of $ETCD in turn.
+
+# Seconds one member has to answer one call.
+ETCD_CALL_TIMEOUT="${ETCD_CALL_TIMEOUT:-3}"
+
+etcd_b64() { printf '%s' "$1" | base64 -w0; }
+
+# etcd_prefix_end PREFIX/: the range end selecting every key below a
+# prefix that ends with "/" ("/" + 1 is "0").
+etcd_prefix_end() { printf '%s0' "${1%/}"; }
+
+# etcd_call RPC JSON: POST one v3 RPC (kv/range, kv/put...) to the first
+# member of $ETCD that answers and print its answer. Fails with curl's
+# status of the last member tried: 7 none could be reached, 28 none
+# answered in time, 22 etcd refused the request.
+etcd_call() {
+  local member rc=7 answer
+  local -a members
+  IFS=, read -r -a members <<< "$ETCD"
+  for member in "${members[@]}"; do
+    member="${member%/}"
+    if answer="$(curl -sSf --max-time "$ETCD_CALL_TIMEOUT" -X POST \
+        -H 'Content-Type: application/json' -d "$2" \
+        "$member/v3/$1" 2>/dev/null)"; then
+      printf '%s\n' "$answer"
+      return 0
+    else
+      rc=$?
+    fi
+  done
+  return "$rc"
+}
+
+# etcd_why STATUS: etcd_call's failure in words.
+etcd_why() {
+  case "$1" in
+    7) echo "cannot connect" ;;
+    28) echo "no answer within $ETCD_CALL_TIMEOUT s" ;;
+    22) echo "etcd refused the request" ;;
+    *) echo "curl failed (exit $1)" ;;
+  esac
+}
+
+# etcd_answers: whether a member of $ETCD answers the v3 API.
+etcd_answers() { etcd_call kv/range '{"key": "AA==", "count_only": true}' >/dev/null; }
+
+# etcd_has KEY: whether the key exists.
+etcd_has() {
+  etcd_call kv/range "{\"key\": \"$(etcd_b64 "$1")\", \"count_only\": true}" |
+    grep -q '"count":"[1-9]'
+}
+
+# etcd_put KEY VALUE: write a key (no lease: it stays until deleted).
+etcd_put() {
+  etcd_call kv/put "{\"key\": \"$(etcd_b64 "$1")\", \"value\": \"$(etcd_b64 "$2")\"}" >/dev/null
+}
+
+# etcd_delete KEY [prefix]: delete a key, or with "prefix" every key below
+# KEY/ (a key already gone is no failure); otherwise says why on stderr
+# and fails.
+etcd_delete() {
+  local body rc=0
+  body="\"key\": \"$(etcd_b64 "$1")\""
+  if [ "${2:-}" = prefix ]; then
+    body+=", \"range_end\": \"$(etcd_b64 "$(etcd_prefix_end "$1")")\""
+  fi
+  etcd_call kv/deleterange "{$body}" >/dev/null || rc=$?
+  [ "$rc" -eq 0 ] && return 0
+  log "cannot delete $1 from the registry at $ETCD: $(etcd_why "$rc")"
+  return 1
+}
+
+# deregister SERVICE INSTANCE: remove the instance's upstream key; fails,
+# saying so, when the registry could not be told.
+deregister() { etcd_delete "/services/$1/upstream/$2"; }
+
+registered() { etcd_has "/services/$1/upstream/$2" 2>/dev/null; }
