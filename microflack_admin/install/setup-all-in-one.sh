@@ -13,6 +13,10 @@
 # replaced as by mfupgrade roll (a new one started and routed, then the old
 # one taken out of rotation, drained and stopped); the new runtime is saved
 # once no instance of the old one is left.
+# Run after updating this checkout on a platform of an earlier version, it
+# upgrades it: the new builds are made and each service rolled to them;
+# a platform whose registry is still etcd's v2 API is moved to v3 (a
+# bridge routes the old instances meanwhile; etcd restarts without v2).
 #
 # Settings (environment, first run only; kept in $MF_HOME/microflack.conf):
 #   MICROFLACK_IP (127.0.0.1)  LB_PORT (80)  ETCD_PORT (2379)
@@ -96,8 +100,25 @@ esac
 
 "$MF_ADMIN/bin/mfbuild" all ||
   die "mfbuild failed (its message above)${switching:+: no instance was replaced, the saved runtime is unchanged}"
+# A platform of a version before the v3 registry: its instances are
+# still in the v2 one. The bridge routes them from v3 until each has been
+# replaced (README: "Upgrading a platform").
+mapfile -t legacy < <(registry_v2_instances)
+if [ ${#legacy[@]} -gt 0 ]; then
+  log "${#legacy[@]} instance(s) registered in etcd's v2 registry: moving the platform to the v3 registry"
+  start_registry_bridge
+fi
 "$MF_ADMIN/bin/mflb" start
 ensure_log_server
+if [ ${#legacy[@]} -gt 0 ]; then
+  for service in $(printf '%s\n' "${legacy[@]}" | cut -d ' ' -f 1 | sort -u); do
+    if is_service "$service" && [ -n "$(instances "$service")" ]; then
+      "$MF_ADMIN/bin/mfupgrade" roll "$service" ||
+        die "the upgrade of $service stopped (mfupgrade's message above): run $MF_SCRIPT again to finish it"
+    fi
+  done
+  finish_registry_upgrade
+fi
 
 # switch_stopped WHY: wait for the old instances being retired, then fail
 # saying how to go on.

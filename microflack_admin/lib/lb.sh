@@ -10,6 +10,7 @@ LB_CONFIG="$LB_DIR/haproxy.cfg"
 LB_SETTINGS="$LB_DIR/settings.json"
 HAPROXY_PID="$LB_DIR/haproxy.pid"
 WATCHER_PID="$LB_DIR/watcher.pid"
+TOOLS_CHECKSUM="$LB_DIR/tools.checksum"
 MASTER_SOCKET="$LB_DIR/master.sock"
 STATS_SOCKET="$LB_DIR/admin.sock"
 STATE_FILE="$LB_DIR/server-state"
@@ -106,6 +107,36 @@ wait_started() {
   done
 }
 
+# lb_tools_checksum: identifies the code the watcher and the watchdog run
+# (theirs and the shared package's).
+lb_tools_checksum() {
+  cat "$WATCHER" "$MF_ADMIN/tools/lb_config.py" "$WATCHDOG" \
+    "$ADMIN_VENV/.microflack_common.checksum" 2>/dev/null |
+    sha256sum | cut -d' ' -f1
+}
+
+# restart_lb_tools: the watcher and the watchdog started again on the
+# code now here. HAProxy serves on meanwhile; the new watcher renders the
+# registry and reloads it only if the configuration changed.
+restart_lb_tools() {
+  local old
+  old="$(watcher_pid || true)"
+  log "the watcher's or the watchdog's code changed: starting them again"
+  supervisorctl restart "$WATCHER_PROGRAM" "$WATCHDOG_PROGRAM" >/dev/null ||
+    die "cannot restart the watcher and the watchdog (log: $LB_LOG)"
+  if ! wait_started "$WATCHER_PROGRAM" new_watcher_pid "$old"; then
+    tail_log
+    die "the watcher did not start again (log: $LB_LOG)"
+  fi
+  lb_tools_checksum > "$TOOLS_CHECKSUM"
+  log "watcher started again (pid $(watcher_pid))"
+}
+
+new_watcher_pid() {
+  local pid
+  pid="$(watcher_pid)" && [ "$pid" != "$1" ]
+}
+
 start_watcher() {
   local args
   mapfile -t args < <(watcher_args)
@@ -118,6 +149,7 @@ start_watcher() {
     unsupervise "$WATCHER_PROGRAM"
     return 1
   fi
+  lb_tools_checksum > "$TOOLS_CHECKSUM"
   log "watcher started (pid $(watcher_pid))"
 }
 
@@ -177,6 +209,12 @@ lb_start() {
   hpid="$(haproxy_pid || true)"
   wpid="$(watcher_pid || true)"
   if [ -n "$hpid" ] && [ -n "$wpid" ] && watchdog_pid >/dev/null; then
+    # Their code may have changed (an update of this checkout).
+    ensure_admin_venv
+    if [ "$(cat "$TOOLS_CHECKSUM" 2>/dev/null)" != "$(lb_tools_checksum)" ]; then
+      restart_lb_tools
+      wpid="$(watcher_pid)"
+    fi
     # Its settings may have changed.
     start_watchdog "$watchdog_timeout" "$watchdog_interval" "$start_grace" ||
       die "the watchdog did not start (log: $LB_LOG)"

@@ -74,7 +74,90 @@ etcd_delete() {
 }
 
 # deregister SERVICE INSTANCE: remove the instance's upstream key; fails,
-# saying so, when the registry could not be told.
-deregister() { etcd_delete "/services/$1/upstream/$2"; }
+# saying so, when the registry could not be told. While the registry
+# moves to v3 (the bridge runs), its v2 key goes too.
+deregister() {
+  if [ -f "$REGISTRY_BRIDGE_PID" ]; then
+    etcd_v2_delete "/services/$1/upstream/$2"
+  fi
+  etcd_delete "/services/$1/upstream/$2"
+}
 
 registered() { etcd_has "/services/$1/upstream/$2" 2>/dev/null; }
+
+# -- moving a platform of an earlier version off the v2 API -------------
+
+REGISTRY_BRIDGE_PID="$MF_HOME/run/registry-bridge.pid"
+
+# registry_v2_instances: "SERVICE INSTANCE" per instance registered in
+# etcd's v2 registry (by a version before the v3 one); nothing when the
+# v2 API is off or holds none.
+registry_v2_instances() {
+  local member body
+  local -a members
+  IFS=, read -r -a members <<< "$ETCD"
+  for member in "${members[@]}"; do
+    if body="$(curl -sSf --max-time "$ETCD_CALL_TIMEOUT" \
+        "${member%/}/v2/keys/services?recursive=true" 2>/dev/null)"; then
+      grep -o '"key":"/services/[^"/]*/upstream/[^"/]*"' <<< "$body" |
+        sed 's|^"key":"/services/\([^/]*\)/upstream/\([^"]*\)"$|\1 \2|' || true
+      return 0
+    fi
+  done
+}
+
+# etcd_v2_delete KEY: delete a key of the v2 registry (quietly: it may be
+# gone, or v2 off).
+etcd_v2_delete() {
+  local member
+  local -a members
+  IFS=, read -r -a members <<< "$ETCD"
+  for member in "${members[@]}"; do
+    curl -sS --max-time "$ETCD_CALL_TIMEOUT" -X DELETE -o /dev/null \
+      "${member%/}/v2/keys$1" 2>/dev/null && return 0
+  done
+  return 0
+}
+
+# start_registry_bridge: the bridge (tools/registry_bridge.py) in the
+# background until no instance is left in the v2 registry; returns once
+# it has mirrored the v2 registry into v3.
+start_registry_bridge() {
+  local ready="$MF_HOME/run/registry-bridge.ready" pid
+  ensure_admin_venv
+  mkdir -p "$MF_HOME/run" "$MF_HOME/logs"
+  if pid="$(running_pid "$REGISTRY_BRIDGE_PID" registry_bridge.py)"; then
+    log "the registry bridge runs already (pid $pid)"
+    return 0
+  fi
+  rm -f "$ready"
+  setsid "$ADMIN_VENV/bin/python" "$MF_ADMIN/tools/registry_bridge.py" \
+    --etcd "$ETCD" --ready-file "$ready" \
+    < /dev/null >> "$MF_HOME/logs/registry-bridge.log" 2>&1 &
+  echo $! > "$REGISTRY_BRIDGE_PID"
+  wait_until 30 test -f "$ready" ||
+    die "the registry bridge did not start (see $MF_HOME/logs/registry-bridge.log)"
+  log "registry bridge started: the v2 registrations are routed from v3"
+}
+
+# finish_registry_upgrade: once every instance of the v2 registry has
+# been replaced, wait for the bridge to end, then start this host's etcd
+# again without the v2 API.
+finish_registry_upgrade() {
+  local pid deadline=$((SECONDS + 90))
+  if pid="$(running_pid "$REGISTRY_BRIDGE_PID" registry_bridge.py)"; then
+    until process_gone "$pid"; do
+      [ $SECONDS -lt $deadline ] ||
+        die "instances are still registered in etcd's v2 registry: $(registry_v2_instances | tr '\n' ' ')(see $MF_HOME/logs/registry-bridge.log); run $MF_SCRIPT again"
+      sleep 0.2
+    done
+  fi
+  rm -f "$REGISTRY_BRIDGE_PID" "$MF_HOME/run/registry-bridge.ready"
+  if pid="$(running_pid "$MF_HOME/run/etcd.pid" etcd)" &&
+      tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- '--enable-v2'; then
+    log "starting etcd again without the v2 API"
+    stop_etcd
+    ensure_etcd
+  fi
+  log "the registry is on etcd's v3 API"
+}

@@ -17,9 +17,20 @@ SUPERVISOR_LOG="$MF_HOME/logs/supervisord.log"
 # The admin tools' virtualenv, from the wheelhouse (mfbuild common fills
 # it; the other wheels are fetched from the package index if missing).
 ensure_admin_venv() {
-  local requirements="$MF_ADMIN/requirements.txt" fresh=
+  local requirements="$MF_ADMIN/requirements.txt" fresh='' built installed
+  built="$(cat "$WHEELHOUSE/.microflack_common.checksum" 2>/dev/null || true)"
+  installed="$ADMIN_VENV/.microflack_common.checksum"
   if "$ADMIN_VENV/bin/python" -c 'import microflack_common, supervisor' \
       2>/dev/null; then
+    # A newer shared package (after an update of this checkout) replaces
+    # the one the tools run with.
+    if [ -n "$built" ] && [ "$(cat "$installed" 2>/dev/null)" != "$built" ]; then
+      log "updating microflack_common in $ADMIN_VENV"
+      pip_from_wheelhouse "$ADMIN_VENV" --force-reinstall --no-deps \
+        microflack_common ||
+        die "cannot install microflack_common into $ADMIN_VENV"
+      printf '%s\n' "$built" > "$installed"
+    fi
     return 0
   fi
   compgen -G "$WHEELHOUSE/microflack_common-*.whl" >/dev/null ||
@@ -35,6 +46,7 @@ ensure_admin_venv() {
       die "cannot install $requirements into $ADMIN_VENV"
     fi
   fi
+  [ -z "$built" ] || printf '%s\n' "$built" > "$installed"
 }
 
 # supervisorctl ARGS...: the supervisor of this MF_HOME's control client.

@@ -11,6 +11,8 @@ import fnmatch
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import requests
@@ -24,9 +26,9 @@ from microflack_common.etcd_client import EtcdClient  # noqa: E402
 from microflack_common.loopback import free_port, free_port_pair  # noqa: E402
 from microflack_common.polling import wait_until  # noqa: E402
 
-__all__ = ['ADMIN', 'PrivatePlatform', 'ROOT', 'ScriptFailed',
+__all__ = ['ADMIN', 'MixedLoad', 'PrivatePlatform', 'ROOT', 'ScriptFailed',
            'clean_environ', 'free_port', 'free_port_pair', 'free_ports_env',
-           'http_session']
+           'http_session', 'table_ids']
 
 
 class ScriptFailed(AssertionError):
@@ -235,3 +237,68 @@ class PrivatePlatform:
                             auth=(nickname, password))
         assert rv.status_code == 200, rv.text
         return rv.json()['token']
+
+
+class MixedLoad:
+    """``clients`` threads, each with its own connection pool, sending a
+    POST every ``post_every`` requests and GETs otherwise, through the load
+    balancer, until stopped. Records every failure (an unexpected status
+    or no answer) and the ids that POSTs created (their 201 bodies)."""
+
+    def __init__(self, get, post, clients=8, post_every=3, pause=0.005):
+        self.get = get
+        self.post = post
+        self.clients = clients
+        self.post_every = post_every
+        self.pause = pause
+        self.requests = 0
+        self.failures = []
+        self.created = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,),
+                                          daemon=True)
+                         for n in range(clients)]
+
+    def _run(self, number):
+        session = requests.Session()
+        session.trust_env = False
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            posting = (count + number) % self.post_every == 0
+            expected = 201 if posting else 200
+            try:
+                response = (self.post if posting else self.get)(session)
+                status = response.status_code
+            except requests.RequestException as exc:
+                response, status = None, repr(exc)
+            with self._lock:
+                self.requests += 1
+                if status != expected:
+                    # When, to find it in the load balancer's log.
+                    self.failures.append(
+                        ('POST' if posting else 'GET', status,
+                         response.text[:200] if response is not None else '',
+                         time.strftime('%H:%M:%S')))
+                elif posting:
+                    self.created.append(response.json()['id'])
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def table_ids(database, table):
+    """The ids stored in a table of a MariaDB database (as root)."""
+    result = subprocess.run(
+        ['mariadb', '-uroot', '-N', '-e', f'SELECT id FROM `{database}`.`{table}`'],
+        capture_output=True, text=True, check=True)
+    return {int(line) for line in result.stdout.split()}
