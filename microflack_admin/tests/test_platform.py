@@ -278,6 +278,9 @@ def test_etcd_dump(platform):
     assert re.search(r"/services/users/upstream/\S+ = '[^']+:\d+'   "
                      r"\(lease \d+, \d+ s left\)", out), out
     assert 'leases:' in out
+    # The platform's etcd serves the v3 API only, as supported ones do.
+    assert platform.http.get(f'{platform.etcd}/v2/keys/',
+                             timeout=5).status_code == 404
 
 
 def test_mfkill_all_clears_everything_and_setup_restores(platform):

@@ -121,6 +121,36 @@ def test_fails_over_to_next_endpoint(etcd_url):
     assert client.get_value('/services/f/location') == '/f'
 
 
+def test_passes_over_a_member_that_does_not_answer(etcd_url):
+    """A member that accepts connections but never answers (a hung
+    process): each call, the watch included, goes on to the next member
+    after the call's time limit."""
+    import socket
+    hung = socket.socket()
+    hung.bind(('127.0.0.1', 0))
+    hung.listen(16)             # accepted by the kernel, never answered
+    try:
+        client = EtcdClient(f'http://127.0.0.1:{hung.getsockname()[1]},'
+                            f'{etcd_url}', timeout=0.5)
+        began = time.monotonic()
+        client.put('/services/h/location', '/h')
+        assert client.get_value('/services/h/location') == '/h'
+        assert time.monotonic() - began < 2
+        # The member that answered is asked first from then on.
+        assert client._preferred == 1
+        start = client.revision() + 1
+        client.put('/services/h/location', '/h2')
+        # A watch, too, leaves the hung member for the next (made to ask
+        # the hung one first again).
+        client._preferred = 0
+        began = time.monotonic()
+        events = client.watch_prefix('/services/', start, timeout=5)
+        assert [e.kv.value for e in events] == ['/h2']
+        assert time.monotonic() - began < 2
+    finally:
+        hung.close()
+
+
 def test_unreachable_raises_etcd_error():
     from microflack_common.testing import free_port
     client = EtcdClient(f'http://127.0.0.1:{free_port()}', timeout=0.5)

@@ -19,7 +19,7 @@ class EtcdServer:
     ``data_dir``; can be stopped and started again. It serves the v3 API
     only: the v2 key API is off, as on every supported etcd."""
 
-    def __init__(self, data_dir, binary=None):
+    def __init__(self, data_dir, binary=None, enable_v2=False):
         self.binary = binary or shutil.which('etcd') or (
             '/usr/bin/etcd' if os.access('/usr/bin/etcd', os.X_OK) else None)
         if self.binary is None:
@@ -29,12 +29,15 @@ class EtcdServer:
         self.port, self.peer_port = free_port(), free_port()
         self.url = f'http://127.0.0.1:{self.port}'
         self.process = None
+        # Only to test moving a platform off the v2 API (etcd 3.4 has it).
+        self.enable_v2 = enable_v2
 
     def start(self, timeout=15):
         import urllib3
         peer = f'http://127.0.0.1:{self.peer_port}'
         self.process = subprocess.Popen(
             [self.binary, '--name', 'test',
+             *(['--enable-v2=true'] if self.enable_v2 else []),
              '--data-dir', self.data_dir,
              '--listen-client-urls', self.url,
              '--advertise-client-urls', self.url,
