@@ -2,13 +2,43 @@
 # Starting the platform's stateful daemons when they are not running yet.
 # Source after common.sh. Running ones are used as they are, never doubled.
 
-mariadb_root() { mariadb --protocol=socket -uroot "$@"; }
+# mariadb_root ARGS...: the mariadb client as the database's administrator:
+# as DB_ADMIN_CNF says (a client option file: host, port or socket, user,
+# password), else as root on the local server's socket.
+mariadb_root() {
+  if [ -n "${DB_ADMIN_CNF:-}" ]; then
+    mariadb --defaults-extra-file="$DB_ADMIN_CNF" "$@"
+  else
+    mariadb --protocol=socket -uroot "$@"
+  fi
+}
 
+# loopback_host HOST: HOST is this host's loopback (127.x, ::1, localhost).
+loopback_host() {
+  case "$1" in 127.*|::1|localhost) return 0 ;; *) return 1 ;; esac
+}
+
+# local_default_mariadb: the services' database is the one these scripts
+# may start: this host's system MariaDB, on its default port, reached as
+# root on its socket.
+local_default_mariadb() {
+  loopback_host "${DB_HOST:-127.0.0.1}" && [ "${DB_PORT:-3306}" = 3306 ] &&
+    [ -z "${DB_ADMIN_CNF:-}" ]
+}
+
+# ensure_mariadb: the services' MariaDB answers the administrator; this
+# host's system MariaDB is started if it is the one and does not run yet,
+# any other (DB_HOST, DB_PORT, DB_ADMIN_CNF) must run already.
 ensure_mariadb() {
   need_cmd mariadb
+  if [ -n "${DB_ADMIN_CNF:-}" ] && [ ! -r "$DB_ADMIN_CNF" ]; then
+    die "DB_ADMIN_CNF=$DB_ADMIN_CNF: no such readable file (a MariaDB client option file)"
+  fi
   if mariadb_root -e 'SELECT 1' >/dev/null 2>&1; then
     return 0
   fi
+  local_default_mariadb ||
+    die "no MariaDB answers the administrator at DB_HOST=${DB_HOST:-} DB_PORT=${DB_PORT:-}${DB_ADMIN_CNF:+ (DB_ADMIN_CNF=$DB_ADMIN_CNF)}: these scripts start only this host's system MariaDB (port 3306)"
   [ -x /usr/sbin/mariadbd ] ||
     die "MariaDB is not installed: run microflack_admin/install/setup-host.sh"
   log "starting MariaDB"
@@ -82,7 +112,7 @@ logs_answer() {
     grep -q 401
 }
 
-# ensure_log_server: the consolidated log over HTTP on $LOGS_PORT.
+# ensure_log_server: the consolidated log over HTTP on $LOGS_BIND:$LOGS_PORT.
 ensure_log_server() {
   local pidfile="$MF_HOME/run/log_server.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -92,9 +122,9 @@ ensure_log_server() {
     die "LOGS_USER and LOGS_PASSWORD are not set: run install/make-secrets.sh"
   fi
   mkdir -p "$MF_HOME/run" "$MF_HOME/logs"
-  log "serving the logs on http://$MICROFLACK_IP:$LOGS_PORT/logs"
+  log "serving the logs on http://$MICROFLACK_IP:$LOGS_PORT/logs (listening on ${LOGS_BIND:-$MICROFLACK_IP})"
   LOGS_USER="$LOGS_USER" LOGS_PASSWORD="$LOGS_PASSWORD" setsid python3 \
-    "$MF_ADMIN/tools/log_server.py" --bind "$MICROFLACK_IP:$LOGS_PORT" \
+    "$MF_ADMIN/tools/log_server.py" --bind "${LOGS_BIND:-$MICROFLACK_IP}:$LOGS_PORT" \
     --log "$MF_HOME/logs/microflack.log" \
     < /dev/null >> "$MF_HOME/logs/log_server.log" 2>&1 &
   echo $! > "$pidfile"
