@@ -18,6 +18,17 @@ loopback_host() {
   case "$1" in 127.*|::1|localhost) return 0 ;; *) return 1 ;; esac
 }
 
+# db_client_hosts: the hosts the services' database users may connect
+# from: this host's loopback names when the database is on it, any host
+# (with the password) when it is elsewhere.
+db_client_hosts() {
+  if loopback_host "$DB_HOST"; then
+    printf '%s\n' localhost 127.0.0.1
+  else
+    printf '%s\n' '%'
+  fi
+}
+
 # local_default_mariadb: the services' database is the one these scripts
 # may start: this host's system MariaDB, on its default port, reached as
 # root on its socket.

@@ -171,17 +171,6 @@ database_url() {
     "$MF_DB_PREFIX" "$1"
 }
 
-# db_client_hosts: the hosts the services' database users may connect
-# from: this host's loopback names when the database is on it, any host
-# (with the password) when it is elsewhere.
-db_client_hosts() {
-  if loopback_host "$DB_HOST"; then
-    printf '%s\n' localhost 127.0.0.1
-  else
-    printf '%s\n' '%'
-  fi
-}
-
 # ensure_database SERVICE: its database and user, created if missing; the
 # user's password follows db-passwords.env. A service given a whole URL
 # (database_url_override) uses the operator's database as it is.

@@ -25,7 +25,11 @@ from microflack_common.polling import wait_until  # noqa: E402
 
 __all__ = ['ADMIN', 'PrivatePlatform', 'ROOT', 'ScriptFailed',
            'clean_environ', 'free_port', 'free_port_pair', 'free_ports_env',
-           'http_session']
+           'host_database_settings', 'http_session', 'mariadb_admin']
+
+
+# The platforms' address unless a test gives another (MICROFLACK_IP).
+LOOPBACK = '127.0.0.1'
 
 
 class ScriptFailed(AssertionError):
@@ -47,6 +51,26 @@ def clean_environ():
                    for pattern in patterns)}
 
 
+def host_database_settings():
+    """The caller's MariaDB and Redis settings (DB_HOST, DB_PORT,
+    DB_ADMIN_CNF, REDIS; exported by mfvars from this host's
+    microflack.conf), for a private platform that uses this host's
+    database and Redis, as the benchmarks' do."""
+    return {name: os.environ[name]
+            for name in ('DB_HOST', 'DB_PORT', 'DB_ADMIN_CNF', 'REDIS')
+            if os.environ.get(name)}
+
+
+def mariadb_admin(*args, admin_cnf=None):
+    """The mariadb client command with ``args``, as the database's
+    administrator: as the client option file ``admin_cnf`` says (a
+    platform's DB_ADMIN_CNF), else as root on the local server's socket,
+    as the admin scripts do (lib/daemons.sh: mariadb_root)."""
+    if admin_cnf:
+        return ['mariadb', f'--defaults-extra-file={admin_cnf}', *args]
+    return ['mariadb', '--protocol=socket', '-uroot', *args]
+
+
 def http_session():
     """A session that ignores proxy settings (every platform address is on
     loopback) and, as browsers do, sends an idempotent request once more
@@ -63,11 +87,12 @@ def http_session():
 def free_ports_env(home, db_prefix, channel_prefix, settings=None):
     """The settings of a platform to install in ``home``: free loopback
     ports, its own database prefix and Redis channel, ``settings`` on
-    top, nothing of a host installation's."""
+    top (e.g. another MICROFLACK_IP, DB_HOST and DB_PORT, REDIS), nothing
+    of a host installation's."""
     env = {
         **clean_environ(),
         'MF_HOME': str(home),
-        'MICROFLACK_IP': '127.0.0.1',
+        'MICROFLACK_IP': LOOPBACK,
         'LB_PORT': str(free_port()),
         'ETCD_PORT': str(free_port_pair()),
         'LOGS_PORT': str(free_port()),
@@ -87,9 +112,10 @@ class PrivatePlatform:
     def __init__(self, home, env):
         self.home = Path(home)
         self.env = env
-        self.lb = f"http://127.0.0.1:{env['LB_PORT']}"
+        address = env.get('MICROFLACK_IP', LOOPBACK)
+        self.lb = f"http://{address}:{env['LB_PORT']}"
         self.etcd = f"http://127.0.0.1:{env['ETCD_PORT']}"
-        self.logs = f"http://127.0.0.1:{env['LOGS_PORT']}/logs"
+        self.logs = f"http://{address}:{env['LOGS_PORT']}/logs"
         self.http = http_session()
 
     @classmethod
@@ -136,6 +162,11 @@ class PrivatePlatform:
                                f'{result.stdout}\n{result.stderr}')
         return result
 
+    def mariadb(self, *args):
+        """The mariadb client command with ``args`` as the platform's
+        database administrator (its DB_ADMIN_CNF)."""
+        return mariadb_admin(*args, admin_cnf=self.env.get('DB_ADMIN_CNF'))
+
     def secret(self, name):
         for file in ('secrets.env', 'db-passwords.env'):
             path = self.home / 'secrets' / file
@@ -170,6 +201,12 @@ class PrivatePlatform:
     def instances(self, service):
         """The names of the service's registered instances, sorted."""
         return sorted(self.registry(f'/services/{service}/upstream') or {})
+
+    @staticmethod
+    def instance_address(record):
+        """The ``host:port`` an instance registered (its record's ADDRESS;
+        older records, all on loopback, have only a PORT)."""
+        return record.get('ADDRESS') or f"{LOOPBACK}:{record['PORT']}"
 
     def instance_records(self, service=None):
         """{instance: record} of the instances the scripts recorded
