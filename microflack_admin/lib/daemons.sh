@@ -19,11 +19,13 @@ loopback_host() {
 }
 
 # db_client_hosts: the hosts the services' database users may connect
-# from: this host's loopback names when the database is on it, any host
+# from: this host's loopback names when the database is on it (and its
+# loopback address DB_HOST, the source of a connection to it), any host
 # (with the password) when it is elsewhere.
 db_client_hosts() {
   if loopback_host "$DB_HOST"; then
     printf '%s\n' localhost 127.0.0.1
+    case "$DB_HOST" in localhost|127.0.0.1) ;; *) printf '%s\n' "$DB_HOST" ;; esac
   else
     printf '%s\n' '%'
   fi
