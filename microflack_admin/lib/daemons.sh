@@ -4,12 +4,16 @@
 
 # mariadb_root ARGS...: the mariadb client as the database's administrator:
 # as DB_ADMIN_CNF says (a client option file: host, port or socket, user,
-# password), else as root on the local server's socket.
+# password), else as root: on the local server's socket for this host's
+# system MariaDB (local_default_mariadb), over TCP to DB_HOST:DB_PORT
+# (without a password) for any other.
 mariadb_root() {
   if [ -n "${DB_ADMIN_CNF:-}" ]; then
     mariadb --defaults-extra-file="$DB_ADMIN_CNF" "$@"
-  else
+  elif local_default_mariadb; then
     mariadb --protocol=socket -uroot "$@"
+  else
+    mariadb --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -uroot "$@"
   fi
 }
 
@@ -50,8 +54,11 @@ ensure_mariadb() {
   if mariadb_root -e 'SELECT 1' >/dev/null 2>&1; then
     return 0
   fi
-  local_default_mariadb ||
-    die "no MariaDB answers the administrator at DB_HOST=${DB_HOST:-} DB_PORT=${DB_PORT:-}${DB_ADMIN_CNF:+ (DB_ADMIN_CNF=$DB_ADMIN_CNF)}: these scripts start only this host's system MariaDB (port 3306)"
+  if ! local_default_mariadb; then
+    local how="as root without a password: give DB_ADMIN_CNF, a client option file with the user and password"
+    if [ -n "${DB_ADMIN_CNF:-}" ]; then how="as DB_ADMIN_CNF=$DB_ADMIN_CNF says"; fi
+    die "no MariaDB answers the administrator at DB_HOST=${DB_HOST:-} DB_PORT=${DB_PORT:-} ($how); these scripts start only this host's system MariaDB (port 3306)"
+  fi
   [ -x /usr/sbin/mariadbd ] ||
     die "MariaDB is not installed: run microflack_admin/install/setup-host.sh"
   log "starting MariaDB"

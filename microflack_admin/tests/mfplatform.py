@@ -59,7 +59,9 @@ def mftest_mariadb(*args):
     """The mariadb client command with ``args``, as the administrator of
     the test command's MariaDB."""
     return mariadb_admin(*args,
-                         admin_cnf=os.environ.get('TEST_DB_ADMIN_CNF'))
+                         admin_cnf=os.environ.get('TEST_DB_ADMIN_CNF'),
+                         host=os.environ.get('TEST_DB_HOST'),
+                         port=os.environ.get('TEST_DB_PORT'))
 
 
 def api_flow(platform, nickname):

@@ -4,7 +4,10 @@ defaults. The test starts a private ``mariadbd`` (its own data directory,
 socket and port) and a private ``redis-server`` on free ports, and gives
 the platform MICROFLACK_IP=127.0.0.2: its users and messages, its pushes
 and its instances must all go there, and nothing to the host's MariaDB
-(127.0.0.1:3306) or Redis (127.0.0.1:6379)."""
+(127.0.0.1:3306) or Redis (127.0.0.1:6379). The messages service gets a
+whole URL of its own (MESSAGES_DATABASE_URL), a database the test made;
+users gets the one the scripts make on DB_HOST:DB_PORT."""
+import os
 import shutil
 import subprocess
 import threading
@@ -13,7 +16,7 @@ import uuid
 
 import pytest
 import socketio
-from mfplatform import CHECKOUT_TAG, Platform
+from mfplatform import ADMIN, CHECKOUT_TAG, Platform
 from private_platform import free_port, mariadb_admin
 
 from microflack_common.polling import wait_until
@@ -21,6 +24,8 @@ from microflack_common.polling import wait_until
 # Not 127.0.0.1: nothing of the platform may assume it.
 ADDRESS = '127.0.0.2'
 DB_PREFIX = f'mfaddr{CHECKOUT_TAG}_'
+# The operator's own database for messages (MESSAGES_DATABASE_URL).
+OWN_DATABASE, OWN_USER, OWN_PASSWORD = 'chat_messages', 'chat', 'chat-pw'
 WAIT = 10
 
 pytestmark = pytest.mark.skipif(
@@ -125,6 +130,11 @@ def host_mariadb_databases():
     return set(out.split())
 
 
+def own_database_url(mariadb):
+    return (f'mysql+pymysql://{OWN_USER}:{OWN_PASSWORD}@127.0.0.1:'
+            f'{mariadb.port}/{OWN_DATABASE}?charset=utf8mb4')
+
+
 @pytest.fixture(scope='module')
 def elsewhere(tmp_path_factory):
     """(platform, mariadb, redis): a platform on MICROFLACK_IP=127.0.0.2
@@ -134,10 +144,16 @@ def elsewhere(tmp_path_factory):
     redis = platform = None
     try:
         redis = PrivateRedis(folder)
+        mariadb.sql(
+            f"CREATE DATABASE {OWN_DATABASE}; "
+            f"CREATE USER '{OWN_USER}'@'127.0.0.1' "
+            f"IDENTIFIED BY '{OWN_PASSWORD}'; "
+            f"GRANT ALL ON {OWN_DATABASE}.* TO '{OWN_USER}'@'127.0.0.1'")
         platform = Platform(folder / 'home', {
             'MICROFLACK_IP': ADDRESS, 'MF_DB_PREFIX': DB_PREFIX,
             'DB_HOST': '127.0.0.1', 'DB_PORT': str(mariadb.port),
-            'DB_ADMIN_CNF': str(mariadb.admin_cnf), 'REDIS': redis.address})
+            'DB_ADMIN_CNF': str(mariadb.admin_cnf), 'REDIS': redis.address,
+            'MESSAGES_DATABASE_URL': own_database_url(mariadb)})
         platform.install()
         yield platform, mariadb, redis
     finally:
@@ -179,12 +195,17 @@ def test_instances_register_and_listen_on_the_platforms_address(elsewhere):
         rv = platform.http.get(f"http://{record['ADDRESS']}/health",
                                timeout=5)
         assert rv.status_code == 200
-    # The services' database URLs name the private MariaDB.
-    for service in ('users', 'messages'):
+    # The services' database URLs name the private MariaDB: the one the
+    # scripts built for users, the operator's own for messages.
+    def database_url(service):
         [name] = platform.instance_records(service)
-        env = (platform.home / 'run' / 'instances' / f'{name}.env').read_text()
-        assert f'@127.0.0.1:{platform.env["DB_PORT"]}/{DB_PREFIX}{service}' \
-            in env
+        env = platform.home / 'run' / 'instances' / f'{name}.env'
+        return subprocess.run(
+            ['bash', '-c', 'source "$1" && printf %s "$DATABASE_URL"', '-',
+             str(env)], capture_output=True, text=True, check=True).stdout
+    assert f'@127.0.0.1:{platform.env["DB_PORT"]}/{DB_PREFIX}users?' \
+        in database_url('users')
+    assert database_url('messages') == platform.env['MESSAGES_DATABASE_URL']
 
 
 def test_users_and_messages_live_in_the_private_mariadb(elsewhere):
@@ -206,7 +227,11 @@ def test_users_and_messages_live_in_the_private_mariadb(elsewhere):
                        f"nickname = '{nickname}'",
                        f'{DB_PREFIX}users') == [[nickname]]
     assert mariadb.sql(f'SELECT id FROM messages WHERE id = {message_id}',
-                       f'{DB_PREFIX}messages') == [[str(message_id)]]
+                       OWN_DATABASE) == [[str(message_id)]]
+    # No database was made for the service given a URL.
+    assert [f'{DB_PREFIX}users'] == [
+        name for [name] in mariadb.sql('SHOW DATABASES')
+        if name.startswith(DB_PREFIX)]
     # ... and none of them on the host's MariaDB.
     assert not any(name.startswith(DB_PREFIX)
                    for name in host_mariadb_databases())
@@ -253,3 +278,50 @@ def test_the_log_stream_is_served_on_the_platforms_address(elsewhere):
     rv = platform.http.get(platform.logs, auth=auth, timeout=5,
                            params={'follow': 0, 'lines': 1})
     assert rv.status_code == 200
+
+
+def scripts(snippet, **settings):
+    """``snippet`` run by bash after the admin scripts' libraries, with
+    ``settings`` (and nothing of this host's installation)."""
+    env = {'PATH': os.environ['PATH'], 'HOME': os.environ.get('HOME', '/'),
+           'MF_HOME': '/nonexistent/mf-home', **settings}
+    return subprocess.run(
+        ['bash', '-c', f'source {ADMIN}/lib/common.sh && '
+         f'source {ADMIN}/lib/daemons.sh && source {ADMIN}/lib/instances.sh'
+         f' && {snippet}'], env=env, capture_output=True, text=True,
+        timeout=30)
+
+
+def test_database_urls_follow_the_settings():
+    built = scripts('database_url users', USERS_DB_PASSWORD='pw',
+                    DB_HOST='192.0.2.1', DB_PORT='3307').stdout
+    assert built == ('mysql+pymysql://microflack_users:pw@192.0.2.1:3307/'
+                     'microflack_users?charset=utf8mb4\n')
+    given = 'mysql+pymysql://u:p@db.example:3310/chat?charset=utf8mb4'
+    assert scripts('database_url users', USERS_DATABASE_URL=given).stdout \
+        == given + '\n'
+    default = scripts('database_url messages', MESSAGES_DB_PASSWORD='pw')
+    assert '@127.0.0.1:3306/microflack_messages?' in default.stdout
+
+
+def test_database_users_connect_from_where_the_database_sees_them():
+    assert scripts('db_client_hosts').stdout.split() == \
+        ['localhost', '127.0.0.1']
+    assert scripts('db_client_hosts', DB_HOST='127.0.0.3').stdout.split() \
+        == ['localhost', '127.0.0.1', '127.0.0.3']
+    assert scripts('db_client_hosts', DB_HOST='192.0.2.1').stdout.split() \
+        == ['%']
+
+
+def test_no_other_mariadb_is_started_or_mistaken_for_this_hosts(tmp_path):
+    """A database elsewhere that does not answer is an error saying so
+    (never this host's MariaDB instead, never one started)."""
+    result = scripts('ensure_mariadb', DB_HOST='127.0.0.1',
+                     DB_PORT=str(free_port()))
+    assert result.returncode != 0
+    assert 'no MariaDB answers the administrator' in result.stderr
+    assert 'give DB_ADMIN_CNF' in result.stderr
+    result = scripts('ensure_mariadb',
+                     DB_ADMIN_CNF=str(tmp_path / 'missing.cnf'))
+    assert result.returncode != 0
+    assert 'no such readable file' in result.stderr

@@ -61,14 +61,21 @@ def host_database_settings():
             if os.environ.get(name)}
 
 
-def mariadb_admin(*args, admin_cnf=None):
+def mariadb_admin(*args, admin_cnf=None, host=None, port=None):
     """The mariadb client command with ``args``, as the database's
-    administrator: as the client option file ``admin_cnf`` says (a
-    platform's DB_ADMIN_CNF), else as root on the local server's socket,
-    as the admin scripts do (lib/daemons.sh: mariadb_root)."""
+    administrator, as the admin scripts reach it (lib/daemons.sh:
+    mariadb_root): as the client option file ``admin_cnf`` says (a
+    platform's DB_ADMIN_CNF), else as root: on the local server's socket
+    for this host's system MariaDB (``host`` and ``port`` unset or
+    loopback and 3306), over TCP to ``host``:``port`` for another."""
     if admin_cnf:
         return ['mariadb', f'--defaults-extra-file={admin_cnf}', *args]
-    return ['mariadb', '--protocol=socket', '-uroot', *args]
+    host, port = host or '127.0.0.1', str(port or 3306)
+    if port == '3306' and (host == 'localhost' or host == '::1'
+                           or host.startswith('127.')):
+        return ['mariadb', '--protocol=socket', '-uroot', *args]
+    return ['mariadb', '--protocol=tcp', '-h', host, '-P', port, '-uroot',
+            *args]
 
 
 def http_session():
@@ -165,7 +172,9 @@ class PrivatePlatform:
     def mariadb(self, *args):
         """The mariadb client command with ``args`` as the platform's
         database administrator (its DB_ADMIN_CNF)."""
-        return mariadb_admin(*args, admin_cnf=self.env.get('DB_ADMIN_CNF'))
+        return mariadb_admin(*args, admin_cnf=self.env.get('DB_ADMIN_CNF'),
+                             host=self.env.get('DB_HOST'),
+                             port=self.env.get('DB_PORT'))
 
     def secret(self, name):
         for file in ('secrets.env', 'db-passwords.env'):
