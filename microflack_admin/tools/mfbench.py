@@ -136,7 +136,8 @@ class Hello:
                       key=lambda p: p.stat().st_mtime)
         env = {'PATH': f"{release / 'venv' / 'bin'}:/usr/bin:/bin",
                'FLASK_CONFIG': 'prod', 'ETCD': platform.etcd,
-               'SERVICE_ADDRESS': f'127.0.0.1:{self.port}',
+               # Registered at the platform's address, as its instances.
+               'SERVICE_ADDRESS': f'{platform.address}:{self.port}',
                'INSTANCE_NAME': name, 'LANG': 'C.UTF-8'}
         for setting in ('WEB_CONCURRENCY', 'GUNICORN_THREADS',
                         'GUNICORN_WORKER_CLASS'):

@@ -320,8 +320,8 @@ def slow_bodies(clients, seconds):
         port = int(platform.env['LB_PORT'])
         sockets = []
         for _ in range(clients):
-            sock = socket.create_connection(
-                (platform.env['MICROFLACK_IP'], port), timeout=5)
+            sock = socket.create_connection((platform.address, port),
+                                            timeout=5)
             sock.sendall(b'POST /api/messages HTTP/1.1\r\nHost: lb\r\n'
                          b'Content-Type: application/json\r\n'
                          b'Content-Length: 200\r\n\r\n')

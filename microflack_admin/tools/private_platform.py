@@ -119,10 +119,11 @@ class PrivatePlatform:
     def __init__(self, home, env):
         self.home = Path(home)
         self.env = env
-        address = env.get('MICROFLACK_IP', LOOPBACK)
-        self.lb = f"http://{address}:{env['LB_PORT']}"
+        # Where the platform serves and its instances register.
+        self.address = env.get('MICROFLACK_IP', LOOPBACK)
+        self.lb = f"http://{self.address}:{env['LB_PORT']}"
         self.etcd = f"http://127.0.0.1:{env['ETCD_PORT']}"
-        self.logs = f"http://{address}:{env['LOGS_PORT']}/logs"
+        self.logs = f"http://{self.address}:{env['LOGS_PORT']}/logs"
         self.http = http_session()
 
     @classmethod
