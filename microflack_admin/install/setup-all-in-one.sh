@@ -21,8 +21,9 @@
 #   balancer, the log stream and the instances listen)
 #   LB_PORT (80)  ETCD_PORT (2379)  ETCD (http://127.0.0.1:$ETCD_PORT)
 #   REDIS (127.0.0.1:6379)  REDIS_CHANNEL (flask-socketio)  LOGS_PORT (1095)
-#   DB_HOST (127.0.0.1)  DB_PORT (3306)  DB_ADMIN_CNF (none: root on the
-#   local socket)  MF_DB_PREFIX (microflack_)
+#   DB_HOST (127.0.0.1)  DB_PORT (3306)  DB_ADMIN_CNF (none: root)
+#   MF_DB_PREFIX (microflack_); USERS_DATABASE_URL, MESSAGES_DATABASE_URL
+#   (a service's own URL) are read from the environment, not saved
 #   MF_HOME (~/.microflack)
 set -euo pipefail
 # shellcheck source=../lib/common.sh
