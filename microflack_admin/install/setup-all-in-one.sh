@@ -18,10 +18,17 @@
 # a platform whose registry is still etcd's v2 API is moved to v3 (a
 # bridge routes the old instances meanwhile; etcd restarts without v2).
 #
-# Settings (environment, first run only; kept in $MF_HOME/microflack.conf):
-#   MICROFLACK_IP (127.0.0.1)  LB_PORT (80)  ETCD_PORT (2379)
+# Settings (environment, first run only; kept in $MF_HOME/microflack.conf,
+# where a later run adds the settings an older one did not write):
+#   MICROFLACK_IP (127.0.0.1: the chat's and the instances' address)
+#   LB_BIND, LOGS_BIND, INSTANCE_BIND (MICROFLACK_IP: where the load
+#   balancer, the log stream and the instances listen)
+#   ETCD_BIND (127.0.0.1: where the local etcd listens)
+#   LB_PORT (80)  ETCD_PORT (2379)  ETCD (http://$ETCD_BIND:$ETCD_PORT)
 #   REDIS (127.0.0.1:6379)  REDIS_CHANNEL (flask-socketio)  LOGS_PORT (1095)
-#   MF_DB_PREFIX (microflack_)
+#   DB_HOST (127.0.0.1)  DB_PORT (3306)  DB_ADMIN_CNF (none: root)
+#   MF_DB_PREFIX (microflack_); USERS_DATABASE_URL, MESSAGES_DATABASE_URL
+#   (a service's own URL) are read from the environment, not saved
 #   MF_HOME (~/.microflack)
 set -euo pipefail
 # shellcheck source=../lib/common.sh
@@ -69,34 +76,37 @@ else
   "$MF_ADMIN/install/setup-host.sh"
 fi
 
-# This host's settings: saved once, never changed by later runs.
+# This host's settings: saved once, never changed by later runs; a
+# setting the file lacks (written by an older version) is added with the
+# value it has now (its default, unless set in the environment).
 conf="$MF_HOME/microflack.conf"
 mkdir -p "$MF_HOME"
 if [ ! -f "$conf" ]; then
   cat > "$conf" <<CONF
 # MicroFlack settings of this host (written by setup-all-in-one.sh).
 # A variable set in the environment wins over the value here.
-MICROFLACK_IP=\${MICROFLACK_IP:-$MICROFLACK_IP}
-LB_PORT=\${LB_PORT:-$LB_PORT}
-ETCD_PORT=\${ETCD_PORT:-$ETCD_PORT}
-ETCD=\${ETCD:-$ETCD}
-REDIS=\${REDIS:-$REDIS}
-REDIS_CHANNEL=\${REDIS_CHANNEL:-$REDIS_CHANNEL}
-LOGS_PORT=\${LOGS_PORT:-$LOGS_PORT}
-MF_DB_PREFIX=\${MF_DB_PREFIX:-$MF_DB_PREFIX}
 CONF
   log "settings saved in $conf"
 fi
+for name in MICROFLACK_IP LB_BIND LB_PORT ETCD_BIND ETCD_PORT ETCD REDIS REDIS_CHANNEL \
+    LOGS_BIND LOGS_PORT INSTANCE_BIND DB_HOST DB_PORT DB_ADMIN_CNF \
+    MF_DB_PREFIX; do
+  if ! grep -q "^$name=" "$conf"; then
+    # shellcheck disable=SC2016 # the line expands when mfvars reads it
+    printf '%s=${%s:-%s}\n' "$name" "$name" "${!name}" >> "$conf"
+  fi
+done
 "$MF_ADMIN/install/make-secrets.sh"
 # shellcheck source=../mfvars
 source "$MF_ADMIN/mfvars"
 
 ensure_etcd
 ensure_mariadb
-case "$REDIS" in
-  127.*|localhost:*) ensure_redis "$REDIS" ;;
-  *) log "using the Redis at $REDIS" ;;
-esac
+if loopback_host "${REDIS%:*}"; then
+  ensure_redis "$REDIS"
+else
+  log "using the Redis at $REDIS"
+fi
 
 "$MF_ADMIN/bin/mfbuild" all ||
   die "mfbuild failed (its message above)${switching:+: no instance was replaced, the saved runtime is unchanged}"

@@ -2,12 +2,62 @@
 # Starting the platform's stateful daemons when they are not running yet.
 # Source after common.sh. Running ones are used as they are, never doubled.
 
-mariadb_root() { mariadb --protocol=socket -uroot "$@"; }
+# mariadb_root ARGS...: the mariadb client as the database's administrator:
+# as DB_ADMIN_CNF says (a client option file: host, port or socket, user,
+# password), else as root: on the local server's socket for this host's
+# system MariaDB (local_default_mariadb), over TCP to DB_HOST:DB_PORT
+# (without a password) for any other.
+mariadb_root() {
+  if [ -n "${DB_ADMIN_CNF:-}" ]; then
+    mariadb --defaults-extra-file="$DB_ADMIN_CNF" "$@"
+  elif local_default_mariadb; then
+    mariadb --protocol=socket -uroot "$@"
+  else
+    mariadb --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -uroot "$@"
+  fi
+}
 
+# loopback_host HOST: HOST is this host's loopback (127.x, ::1, localhost).
+loopback_host() {
+  case "$1" in 127.*|::1|localhost) return 0 ;; *) return 1 ;; esac
+}
+
+# db_client_hosts: the hosts the services' database users may connect
+# from: this host's loopback names when the database is on it (and its
+# loopback address DB_HOST, the source of a connection to it), any host
+# (with the password) when it is elsewhere.
+db_client_hosts() {
+  if loopback_host "$DB_HOST"; then
+    printf '%s\n' localhost 127.0.0.1
+    case "$DB_HOST" in localhost|127.0.0.1) ;; *) printf '%s\n' "$DB_HOST" ;; esac
+  else
+    printf '%s\n' '%'
+  fi
+}
+
+# local_default_mariadb: the services' database is the one these scripts
+# may start: this host's system MariaDB, on its default port, reached as
+# root on its socket.
+local_default_mariadb() {
+  loopback_host "${DB_HOST:-127.0.0.1}" && [ "${DB_PORT:-3306}" = 3306 ] &&
+    [ -z "${DB_ADMIN_CNF:-}" ]
+}
+
+# ensure_mariadb: the services' MariaDB answers the administrator; this
+# host's system MariaDB is started if it is the one and does not run yet,
+# any other (DB_HOST, DB_PORT, DB_ADMIN_CNF) must run already.
 ensure_mariadb() {
   need_cmd mariadb
+  if [ -n "${DB_ADMIN_CNF:-}" ] && [ ! -r "$DB_ADMIN_CNF" ]; then
+    die "DB_ADMIN_CNF=$DB_ADMIN_CNF: no such readable file (a MariaDB client option file)"
+  fi
   if mariadb_root -e 'SELECT 1' >/dev/null 2>&1; then
     return 0
+  fi
+  if ! local_default_mariadb; then
+    local how="as root without a password: give DB_ADMIN_CNF, a client option file with the user and password"
+    if [ -n "${DB_ADMIN_CNF:-}" ]; then how="as DB_ADMIN_CNF=$DB_ADMIN_CNF says"; fi
+    die "no MariaDB answers the administrator at DB_HOST=${DB_HOST:-} DB_PORT=${DB_PORT:-} ($how); these scripts start only this host's system MariaDB (port 3306)"
   fi
   [ -x /usr/sbin/mariadbd ] ||
     die "MariaDB is not installed: run microflack_admin/install/setup-host.sh"
@@ -48,19 +98,23 @@ ensure_etcd() {
   if etcd_answers 2>/dev/null; then
     return 0
   fi
+  local local_url="http://$ETCD_BIND:$ETCD_PORT" advertised="$ETCD_BIND"
   case "$ETCD" in
-    "http://127.0.0.1:$ETCD_PORT") ;;
-    *) die "no etcd answers at ETCD=$ETCD (only a local one on 127.0.0.1:\$ETCD_PORT is started by these scripts)" ;;
+    "$local_url") ;;
+    *) die "no etcd answers at ETCD=$ETCD (only a local one at $local_url, ETCD_BIND:ETCD_PORT, is started by these scripts)" ;;
   esac
+  # Listening on every address, it is reached at the host's.
+  [ "$ETCD_BIND" != 0.0.0.0 ] || advertised="$MICROFLACK_IP"
   [ -x /usr/bin/etcd ] || need_cmd etcd
   local peer_port=$((ETCD_PORT + 1)) binary
   binary="$(command -v etcd || echo /usr/bin/etcd)"
-  log "starting etcd on 127.0.0.1:$ETCD_PORT"
+  log "starting etcd on $ETCD_BIND:$ETCD_PORT"
   mkdir -p "$MF_HOME/etcd" "$MF_HOME/logs" "$MF_HOME/run"
+  # A single member: its peer port stays on loopback.
   setsid "$binary" --name microflack \
     --data-dir "$MF_HOME/etcd/data" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-client-urls "$local_url" \
+    --advertise-client-urls "http://$advertised:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "microflack=http://127.0.0.1:$peer_port" \
@@ -78,7 +132,7 @@ logs_answer() {
     grep -q 401
 }
 
-# ensure_log_server: the consolidated log over HTTP on $LOGS_PORT.
+# ensure_log_server: the consolidated log over HTTP on $LOGS_BIND:$LOGS_PORT.
 ensure_log_server() {
   local pidfile="$MF_HOME/run/log_server.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
@@ -88,9 +142,9 @@ ensure_log_server() {
     die "LOGS_USER and LOGS_PASSWORD are not set: run install/make-secrets.sh"
   fi
   mkdir -p "$MF_HOME/run" "$MF_HOME/logs"
-  log "serving the logs on http://$MICROFLACK_IP:$LOGS_PORT/logs"
+  log "serving the logs on http://$MICROFLACK_IP:$LOGS_PORT/logs (listening on ${LOGS_BIND:-$MICROFLACK_IP})"
   LOGS_USER="$LOGS_USER" LOGS_PASSWORD="$LOGS_PASSWORD" setsid python3 \
-    "$MF_ADMIN/tools/log_server.py" --bind "$MICROFLACK_IP:$LOGS_PORT" \
+    "$MF_ADMIN/tools/log_server.py" --bind "${LOGS_BIND:-$MICROFLACK_IP}:$LOGS_PORT" \
     --log "$MF_HOME/logs/microflack.log" \
     < /dev/null >> "$MF_HOME/logs/log_server.log" 2>&1 &
   echo $! > "$pidfile"

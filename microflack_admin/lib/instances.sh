@@ -1,12 +1,12 @@
 # shellcheck shell=bash
 # Running service instances, recorded in $MF_HOME/run/instances/<id>.info
-# (SERVICE, TAG, PORT, RUNTIME, PID, SUPERVISED; STOPPING=1 once a stop
-# began). In the native runtime an instance is one gunicorn master
-# started from a release by the service's boot.sh, a program of the
-# platform's supervisor named after the instance id (SUPERVISED=1; PID was
-# its first pid: the supervisor knows the current one); in the Docker
-# runtime it is a container named after the instance id, started from the
-# service's image (PID follows its log).
+# (SERVICE, TAG, PORT, ADDRESS: the host:port it registers, RUNTIME, PID,
+# SUPERVISED; STOPPING=1 once a stop began). In the native runtime an
+# instance is one gunicorn master started from a release by the service's
+# boot.sh, a program of the platform's supervisor named after the instance
+# id (SUPERVISED=1; PID was its first pid: the supervisor knows the current
+# one); in the Docker runtime it is a container named after the instance
+# id, started from the service's image (PID follows its log).
 # Source after common.sh and daemons.sh.
 
 # shellcheck source=images.sh
@@ -51,11 +51,13 @@ builds() {
 # newest_tag SERVICE: the newest build of a service (version order).
 newest_tag() { builds "$1" | tail -n 1; }
 
+# free_port: a port free on the address the instances listen on
+# (INSTANCE_BIND).
 free_port() {
-  python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
+  python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1])' "${INSTANCE_BIND:-$MICROFLACK_IP}"
 }
 
 host_id() { hostname -s | tr -c 'A-Za-z0-9\n-' '-'; }
@@ -114,35 +116,53 @@ instance_alive() {
 
 healthy() { curl -fsS --max-time 2 "http://$1/health" >/dev/null 2>&1; }
 
-# database_url SERVICE: the SQLAlchemy URL of the service's database.
+# database_url_override SERVICE: the service's whole database URL when
+# the operator gives one (USERS_DATABASE_URL, MESSAGES_DATABASE_URL), else
+# nothing.
+database_url_override() {
+  local var
+  var="$(tr '[:lower:]' '[:upper:]' <<< "$1")_DATABASE_URL"
+  printf '%s' "${!var:-}"
+}
+
+# database_url SERVICE: the SQLAlchemy URL of the service's database: the
+# operator's (database_url_override), else its database on
+# DB_HOST:DB_PORT, as the user ensure_database makes.
 database_url() {
-  local var password
+  local var password override
+  override="$(database_url_override "$1")"
+  if [ -n "$override" ]; then
+    printf '%s\n' "$override"
+    return 0
+  fi
   var="$(tr '[:lower:]' '[:upper:]' <<< "$1")_DB_PASSWORD"
   password="${!var:-}"
   [ -n "$password" ] ||
     die "$var is not set: run microflack_admin/install/make-db-passwords.sh"
-  printf 'mysql+pymysql://%s%s:%s@127.0.0.1:3306/%s%s?charset=utf8mb4\n' \
-    "$MF_DB_PREFIX" "$1" "$password" "$MF_DB_PREFIX" "$1"
+  printf 'mysql+pymysql://%s%s:%s@%s:%s/%s%s?charset=utf8mb4\n' \
+    "$MF_DB_PREFIX" "$1" "$password" "$DB_HOST" "$DB_PORT" \
+    "$MF_DB_PREFIX" "$1"
 }
 
 # ensure_database SERVICE: its database and user, created if missing; the
-# user's password follows db-passwords.env.
+# user's password follows db-passwords.env. A service given a whole URL
+# (database_url_override) uses the operator's database as it is.
 ensure_database() {
-  local name="$MF_DB_PREFIX$1" var password
+  local name="$MF_DB_PREFIX$1" var password host sql
+  [ -z "$(database_url_override "$1")" ] || return 0
   var="$(tr '[:lower:]' '[:upper:]' <<< "$1")_DB_PASSWORD"
   password="${!var:-}"
   [ -n "$password" ] ||
     die "$var is not set: run microflack_admin/install/make-db-passwords.sh"
   ensure_mariadb
-  mariadb_root <<SQL
-CREATE DATABASE IF NOT EXISTS \`$name\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS '$name'@'localhost' IDENTIFIED BY '$password';
-CREATE USER IF NOT EXISTS '$name'@'127.0.0.1' IDENTIFIED BY '$password';
-ALTER USER '$name'@'localhost' IDENTIFIED BY '$password';
-ALTER USER '$name'@'127.0.0.1' IDENTIFIED BY '$password';
-GRANT ALL ON \`$name\`.* TO '$name'@'localhost';
-GRANT ALL ON \`$name\`.* TO '$name'@'127.0.0.1';
-SQL
+  sql="CREATE DATABASE IF NOT EXISTS \`$name\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
+  for host in $(db_client_hosts); do
+    sql+="
+CREATE USER IF NOT EXISTS '$name'@'$host' IDENTIFIED BY '$password';
+ALTER USER '$name'@'$host' IDENTIFIED BY '$password';
+GRANT ALL ON \`$name\`.* TO '$name'@'$host';"
+  done
+  mariadb_root <<< "$sql"
 }
 
 # need_build SERVICE TAG: die unless the service has that build (a

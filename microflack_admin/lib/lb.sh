@@ -178,7 +178,7 @@ check_seconds() {
 }
 
 lb_start() {
-  local bind="${LB_BIND:-${MICROFLACK_IP:-127.0.0.1}}" port="${LB_PORT:-80}"
+  local bind="${LB_BIND:-$MICROFLACK_IP}" port="${LB_PORT:-80}"
   local threads="${LB_THREADS:-1}" client_maxconn="${LB_CLIENT_MAXCONN:-500}"
   local watchdog_timeout="${WATCHDOG_TIMEOUT:-30}"
   local watchdog_interval="${WATCHDOG_INTERVAL:-1}"

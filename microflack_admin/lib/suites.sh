@@ -120,18 +120,17 @@ checkout_tag="$(printf '%s' "$MF_ROOT" | sha256sum | cut -c 1-6)"
 mariadb_test_url() {
   local db="mf_test${checkout_tag}_$1" user="mf_test${checkout_tag}" password
   password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-  mariadb_root <<SQL
-DROP DATABASE IF EXISTS $db;
-CREATE DATABASE $db CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER IF NOT EXISTS '$user'@'localhost';
-CREATE USER IF NOT EXISTS '$user'@'127.0.0.1';
-ALTER USER '$user'@'localhost' IDENTIFIED BY '$password';
-ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '$password';
-GRANT ALL ON $db.* TO '$user'@'localhost';
-GRANT ALL ON $db.* TO '$user'@'127.0.0.1';
-SQL
-  printf 'mysql+pymysql://%s:%s@127.0.0.1:3306/%s?charset=utf8mb4\n' \
-    "$user" "$password" "$db"
+  local host sql="DROP DATABASE IF EXISTS $db;
+CREATE DATABASE $db CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
+  for host in $(db_client_hosts); do
+    sql+="
+CREATE USER IF NOT EXISTS '$user'@'$host';
+ALTER USER '$user'@'$host' IDENTIFIED BY '$password';
+GRANT ALL ON $db.* TO '$user'@'$host';"
+  done
+  mariadb_root <<< "$sql"
+  printf 'mysql+pymysql://%s:%s@%s:%s/%s?charset=utf8mb4\n' \
+    "$user" "$password" "$DB_HOST" "$DB_PORT" "$db"
 }
 
 run_lint() {

@@ -14,10 +14,9 @@ import requests
 # The one private-platform driver, shared with the benchmarks (the tools'
 # folder is on sys.path: conftest.py).
 from private_platform import ADMIN as ADMIN
-from private_platform import ROOT, PrivatePlatform, free_ports_env
+from private_platform import ROOT, PrivatePlatform, free_ports_env, mariadb_admin
 from private_platform import MixedLoad as MixedLoad
 from private_platform import clean_environ as clean_environ
-from private_platform import table_ids as table_ids
 
 # Two checkouts may run their tests on one MariaDB at once: each names its
 # databases and users with a tag of its own, and drops only those.
@@ -35,13 +34,35 @@ class Platform(PrivatePlatform):
 
     def __init__(self, home, settings=None):
         test_settings = {'REDIS': os.environ.get('TEST_REDIS',
-                                                 '127.0.0.1:6379')}
+                                                 '127.0.0.1:6379'),
+                         **mftest_database_settings()}
         if os.environ.get('MF_TEST_WHEELHOUSE'):
             # The test command's wheelhouse: no second download.
             test_settings['WHEELHOUSE'] = os.environ['MF_TEST_WHEELHOUSE']
         super().__init__(home, free_ports_env(
             home, checkout_db_prefix('mftest'), 'mftest',
             {**test_settings, **(settings or {})}))
+
+
+# The test command's MariaDB (mftest: TEST_DB_HOST, TEST_DB_PORT,
+# TEST_DB_ADMIN_CNF) as a platform's settings; unset: the defaults.
+TEST_DATABASE_SETTINGS = {'TEST_DB_HOST': 'DB_HOST', 'TEST_DB_PORT': 'DB_PORT',
+                          'TEST_DB_ADMIN_CNF': 'DB_ADMIN_CNF'}
+
+
+def mftest_database_settings():
+    return {setting: os.environ[name]
+            for name, setting in TEST_DATABASE_SETTINGS.items()
+            if os.environ.get(name)}
+
+
+def mftest_mariadb(*args):
+    """The mariadb client command with ``args``, as the administrator of
+    the test command's MariaDB."""
+    return mariadb_admin(*args,
+                         admin_cnf=os.environ.get('TEST_DB_ADMIN_CNF'),
+                         host=os.environ.get('TEST_DB_HOST'),
+                         port=os.environ.get('TEST_DB_PORT'))
 
 
 def api_flow(platform, nickname):
@@ -125,23 +146,28 @@ def drop_test_databases(prefix=None):
     prefix = prefix or checkout_db_prefix('mftest')
     if not shutil.which('mariadb'):
         return
-    listing = subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e', 'SHOW DATABASES'],
-        capture_output=True, text=True)
+    listing = subprocess.run(mftest_mariadb('-N', '-e', 'SHOW DATABASES'),
+                             capture_output=True, text=True)
     statements = [f'DROP DATABASE `{name}`;' for name in
                   listing.stdout.split() if name.startswith(prefix)]
     users = subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e',
-         f"SELECT CONCAT(\"'\", User, \"'@'\", Host, \"'\") FROM mysql.user "
-         f"WHERE User LIKE '{prefix}%'"],
+        mftest_mariadb('-N', '-e',
+                     f"SELECT CONCAT(\"'\", User, \"'@'\", Host, \"'\") "
+                     f"FROM mysql.user WHERE User LIKE '{prefix}%'"),
         capture_output=True, text=True)
     statements += [f'DROP USER {user};' for user in users.stdout.split()]
     if statements:
-        subprocess.run(['mariadb', '-uroot', '-e', ' '.join(statements)],
-                       check=True)
+        subprocess.run(mftest_mariadb('-e', ' '.join(statements)), check=True)
 
 
 def dumps(value):
     return json.dumps(value, indent=1, sort_keys=True)
 
 
+def table_ids(database, table):
+    """The ids stored in a table of the test command's MariaDB (as its
+    administrator)."""
+    result = subprocess.run(
+        mftest_mariadb('-N', '-e', f'SELECT id FROM `{database}`.`{table}`'),
+        capture_output=True, text=True, check=True)
+    return {int(line) for line in result.stdout.split()}

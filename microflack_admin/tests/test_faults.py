@@ -88,7 +88,7 @@ def test_lost_database_connections_cost_no_get_and_no_500(faulty):
     def killer():
         time.sleep(1)
         while not stop.wait(0.3):
-            killed.append(kill_database_connections(DB_PREFIX))
+            killed.append(kill_database_connections(faulty))
 
     thread = threading.Thread(target=killer, daemon=True)
     with messages, users:

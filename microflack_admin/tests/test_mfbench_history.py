@@ -136,7 +136,7 @@ def test_a_short_run_on_the_test_platform(platform, tmp_path):
                                timeout=10).json()
     assert len(listed['messages']) == 21 and listed['_meta']['more'] is True
     tables = subprocess.run(
-        ['mariadb', '--protocol=socket', '-uroot', '-N', '-e',
-         'SHOW TABLES', platform.env['MF_DB_PREFIX'] + 'messages'],
+        platform.mariadb('-N', '-e', 'SHOW TABLES',
+                         platform.env['MF_DB_PREFIX'] + 'messages'),
         capture_output=True, text=True, check=True).stdout.split()
     assert 'messages_small' not in tables and 'messages' in tables

@@ -16,6 +16,9 @@ HOST_SETTINGS = {
     'ETCD': 'http://127.0.0.1:23790', 'REDIS': '127.0.0.1:16379',
     'LOGS_PORT': '11095', 'MF_DB_PREFIX': 'hostdb_',
     'MF_IMAGE_PREFIX': 'host_', 'MICROFLACK_IP': '127.0.0.9',
+    'LB_BIND': '0.0.0.0', 'LOGS_BIND': '0.0.0.0', 'INSTANCE_BIND': '0.0.0.0',
+    'DB_HOST': '192.0.2.10', 'DB_PORT': '13306',
+    'DB_ADMIN_CNF': '/etc/host-admin.cnf',
 }
 HOST_SECRETS = {'SECRET_KEY': 'host-secret-key',
                 'STATS_PASSWORD': 'host-stats-password'}
@@ -78,6 +81,9 @@ def test_mftest_suites_get_the_project_defaults(host_home, tmp_path):
     assert suites['REDIS_CHANNEL'] == 'flask-socketio'
     assert suites['LB_PORT'] == '80'
     assert suites['ETCD'] == 'http://127.0.0.1:2379'
+    assert (suites['DB_HOST'], suites['DB_PORT']) == ('127.0.0.1', '3306')
+    assert suites['DB_ADMIN_CNF'] == ''
+    assert suites['INSTANCE_BIND'] == suites['MICROFLACK_IP'] == '127.0.0.1'
     assert suites['MF_HOME'] == str(test_home)
     assert suites['WHEELHOUSE'] == str(test_home / 'wheelhouse')
     for name, value in PASSING.items():
@@ -85,6 +91,28 @@ def test_mftest_suites_get_the_project_defaults(host_home, tmp_path):
     assert suites['HOME'] == str(host_home)
     assert suites['MF_TEST_HOME'] == str(test_home)
     assert not test_home.exists()       # printing changes nothing
+
+
+def test_the_tests_mariadb_is_the_test_commands_setting(host_home, tmp_path,
+                                                       monkeypatch):
+    """TEST_DB_HOST, TEST_DB_PORT and TEST_DB_ADMIN_CNF pass (the host's
+    DB_* do not) and become the suites' and the platforms' DB_*."""
+    given = {'TEST_DB_HOST': '127.0.0.5', 'TEST_DB_PORT': '3307',
+             'TEST_DB_ADMIN_CNF': str(tmp_path / 'admin.cnf')}
+    env = {**caller_environment(host_home, '/usr/local/bin:/usr/bin:/bin'),
+           **given, 'MF_TEST_HOME': str(tmp_path / 'test-home')}
+    result = subprocess.run([str(ADMIN / 'bin' / 'mftest'), '--print-env'],
+                            env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    suites = parse_env(result.stdout)
+    assert (suites['DB_HOST'], suites['DB_PORT'], suites['DB_ADMIN_CNF']) \
+        == tuple(given.values())
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    platform = Platform(tmp_path / 'mfhome')
+    assert (platform.env['DB_HOST'], platform.env['DB_PORT'],
+            platform.env['DB_ADMIN_CNF']) == tuple(given.values())
 
 
 def test_mftest_print_env_takes_no_suite():

@@ -5,7 +5,11 @@ lighter load."""
 import os
 
 import mfbench_upgrade
-from mfplatform import checkout_db_prefix, drop_test_databases
+from mfplatform import (
+    checkout_db_prefix,
+    drop_test_databases,
+    mftest_database_settings,
+)
 from private_platform import PrivatePlatform
 
 
@@ -17,6 +21,7 @@ def test_a_v2_registry_platform_upgrades_without_a_failed_request(tmp_path):
     prefix = checkout_db_prefix('mfup')
     platform = PrivatePlatform.on_free_ports(home, prefix, 'mfup', {
         'REDIS': os.environ.get('TEST_REDIS', '127.0.0.1:6379'),
+        **mftest_database_settings(),
         **mfbench_upgrade.private_wheelhouse(tmp_path)})
     try:
         figures = mfbench_upgrade.upgrade_under_load(

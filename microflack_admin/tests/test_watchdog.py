@@ -113,8 +113,7 @@ class Platform:
         self.kills = []
         monkeypatch.setattr(watchdog, 'supervised_pids',
                             lambda socket_path: dict(self.pids))
-        monkeypatch.setattr(watchdog, 'probe',
-                            lambda port, timeout: self.healthy[port])
+        monkeypatch.setattr(watchdog, 'probe', self.probe)
         monkeypatch.setattr(watchdog, 'alive', lambda pid: True)
         monkeypatch.setattr(watchdog.os, 'getpgid', lambda pid: pid)
         monkeypatch.setattr(watchdog.os, 'killpg',
@@ -122,9 +121,16 @@ class Platform:
 
     def add(self, name, port, pid, healthy=True):
         record(self.instances, name, SERVICE='messages', PORT=port,
-               RUNTIME='native', PID=pid, SUPERVISED=1)
+               ADDRESS=f'192.0.2.7:{port}', RUNTIME='native', PID=pid,
+               SUPERVISED=1)
         self.pids[name] = pid
         self.healthy[port] = healthy
+
+    def probe(self, address, timeout):
+        # Probed at the address the record gives.
+        host, _, port = address.rpartition(':')
+        assert host == '192.0.2.7'
+        return self.healthy[int(port)]
 
 
 @pytest.fixture
@@ -220,7 +226,8 @@ def test_a_hung_probe_does_not_delay_the_round(platform, monkeypatch):
     platform.add('good', 1001, 200)
     calls = []
 
-    def probe(port, timeout):
+    def probe(address, timeout):
+        port = int(address.rpartition(':')[2])
         calls.append(port)
         if port == 1000:
             time.sleep(5)       # past its timeout: as if it never ended

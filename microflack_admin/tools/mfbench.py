@@ -36,7 +36,12 @@ ADMIN = Path(__file__).resolve().parent.parent
 # The private platform's driver, shared with the platform tests; it makes
 # the project's waiting and port helpers importable (the standard library
 # only, from the source tree: this virtualenv holds no microflack_common).
-from private_platform import PrivatePlatform, ScriptFailed, free_port  # noqa: E402
+from private_platform import (  # noqa: E402
+    PrivatePlatform,
+    ScriptFailed,
+    free_port,
+    host_database_settings,
+)
 
 from microflack_common.polling import seconds_until  # noqa: E402
 
@@ -131,7 +136,8 @@ class Hello:
                       key=lambda p: p.stat().st_mtime)
         env = {'PATH': f"{release / 'venv' / 'bin'}:/usr/bin:/bin",
                'FLASK_CONFIG': 'prod', 'ETCD': platform.etcd,
-               'SERVICE_ADDRESS': f'127.0.0.1:{self.port}',
+               # Registered at the platform's address, as its instances.
+               'SERVICE_ADDRESS': f'{platform.address}:{self.port}',
                'INSTANCE_NAME': name, 'LANG': 'C.UTF-8'}
         for setting in ('WEB_CONCURRENCY', 'GUNICORN_THREADS',
                         'GUNICORN_WORKER_CLASS'):
@@ -267,8 +273,9 @@ def bench_roll(platform, token, out, clients=8):
     for thread in threads:
         thread.join(20)
     stored = set(subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e',
-         f"SELECT id FROM `{platform.env['MF_DB_PREFIX']}messages`.messages"],
+        platform.mariadb(
+            '-N', '-e',
+            f"SELECT id FROM `{platform.env['MF_DB_PREFIX']}messages`.messages"),
         capture_output=True, text=True, check=True).stdout.split())
     lost = [i for i in created if str(i) not in stored]
     registered = sorted(platform.instances('messages'))
@@ -475,7 +482,7 @@ def measure(platform, args):
     # on), and after the load below.
     r['memory_idle'] = memory(platform)
     messages = next(iter(platform.instance_records('messages').values()))
-    direct = f"http://127.0.0.1:{messages['PORT']}/api/messages"
+    direct = f"http://{platform.instance_address(messages)}/api/messages"
     url = f'{platform.lb}/api/messages'
     print(f'{PROG}: (1) GET /api/messages, direct, and (3) the hello ceiling, '
           'in rounds ...', flush=True)
@@ -544,8 +551,10 @@ def run_measurements(prog, home, measure, home_prefix, settings=None):
             # The host's wheelhouse (mfvars names it): no second download.
             wheels = {'WHEELHOUSE': os.environ['WHEELHOUSE']} \
                 if os.environ.get('WHEELHOUSE') else {}
+            # This host's database and Redis, as its platform's.
             platform = PrivatePlatform.on_free_ports(
-                home, 'mfbench_', 'mfbench', {**wheels, **(settings or {})})
+                home, 'mfbench_', 'mfbench',
+                {**host_database_settings(), **wheels, **(settings or {})})
             print(f'{prog}: installing a private platform in {home} ...',
                   flush=True)
             platform.install()
@@ -560,10 +569,9 @@ def run_measurements(prog, home, measure, home_prefix, settings=None):
     finally:
         if private and platform is not None:
             platform.remove()
-            subprocess.run(['mariadb', '-uroot', '-e',
-                            'DROP DATABASE IF EXISTS mfbench_users; '
-                            'DROP DATABASE IF EXISTS mfbench_messages'],
-                           check=False)
+            subprocess.run(platform.mariadb(
+                '-e', 'DROP DATABASE IF EXISTS mfbench_users; '
+                'DROP DATABASE IF EXISTS mfbench_messages'), check=False)
             shutil.rmtree(home, ignore_errors=True)
 
 

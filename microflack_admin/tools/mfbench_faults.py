@@ -179,19 +179,20 @@ def routed_servers(platform):
             and row['status'] == 'UP'}
 
 
-def kill_database_connections(prefix):
+def kill_database_connections(platform):
     """As an operator's KILL (or a network fault) would: end every
     connection of the platform's services to MariaDB (their databases
-    start with ``prefix``). Returns how many."""
+    start with its MF_DB_PREFIX). Returns how many."""
+    prefix = platform.env.get('MF_DB_PREFIX', '')
     listing = subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e',
-         f"SELECT id FROM information_schema.processlist "
-         f"WHERE db LIKE '{prefix}%'"],
+        platform.mariadb('-N', '-e',
+                         f"SELECT id FROM information_schema.processlist "
+                         f"WHERE db LIKE '{prefix}%'"),
         capture_output=True, text=True, check=True)
     ids = listing.stdout.split()
     if ids:
-        subprocess.run(['mariadb', '-uroot', '-f', '-e', ' '.join(
-            f'KILL CONNECTION {int(i)};' for i in ids)], capture_output=True)
+        subprocess.run(platform.mariadb('-f', '-e', ' '.join(
+            f'KILL CONNECTION {int(i)};' for i in ids)), capture_output=True)
     return len(ids)
 
 
@@ -257,10 +258,9 @@ def stop_redis(seconds):
 
 def kill_db_connections(seconds):
     def fault(platform):
-        prefix = platform.env.get('MF_DB_PREFIX', '')
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            kill_database_connections(prefix)
+            kill_database_connections(platform)
             time.sleep(0.3)
     return fault
 
@@ -320,7 +320,8 @@ def slow_bodies(clients, seconds):
         port = int(platform.env['LB_PORT'])
         sockets = []
         for _ in range(clients):
-            sock = socket.create_connection(('127.0.0.1', port), timeout=5)
+            sock = socket.create_connection((platform.address, port),
+                                            timeout=5)
             sock.sendall(b'POST /api/messages HTTP/1.1\r\nHost: lb\r\n'
                          b'Content-Type: application/json\r\n'
                          b'Content-Length: 200\r\n\r\n')
@@ -403,9 +404,9 @@ def stored_ids(platform, ids):
         return set()
     database = platform.env.get('MF_DB_PREFIX', '') + 'messages'
     out = subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e',
-         f'SELECT id FROM `{database}`.messages WHERE id IN '
-         f'({",".join(str(int(i)) for i in ids)})'],
+        platform.mariadb(
+            '-N', '-e', f'SELECT id FROM `{database}`.messages WHERE id IN '
+            f'({",".join(str(int(i)) for i in ids)})'),
         capture_output=True, text=True, check=True).stdout
     return {int(line) for line in out.split()}
 

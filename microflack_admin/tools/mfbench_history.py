@@ -63,17 +63,17 @@ TARGETS = {
 # -- the messages database --------------------------------------------------
 
 class MessagesDatabase:
-    """The platform's messages database, through MariaDB's client as root
-    (over the unix socket, as the admin scripts do)."""
+    """The platform's messages database, through MariaDB's client as its
+    administrator (as the admin scripts reach it)."""
 
     def __init__(self, platform):
+        self.platform = platform
         self.name = platform.env.get('MF_DB_PREFIX', '') + 'messages'
         self.swapped = False
 
     def sql(self, statement):
         out = subprocess.run(
-            ['mariadb', '--protocol=socket', '-uroot', '-N', '-B',
-             '-e', statement, self.name],
+            self.platform.mariadb('-N', '-B', '-e', statement, self.name),
             capture_output=True, text=True, check=True).stdout
         return [line.split('\t') for line in out.splitlines()]
 

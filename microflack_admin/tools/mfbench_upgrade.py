@@ -29,7 +29,8 @@ from private_platform import (
     MixedLoad,
     PrivatePlatform,
     ScriptFailed,
-    table_ids,
+    host_database_settings,
+    mariadb_admin,
 )
 
 PROG = 'mfbench-upgrade'
@@ -89,8 +90,8 @@ def upgrade_under_load(platform, old_root, clients=8, progress=print):
                               headers={'Authorization': f'Bearer {revoked}'})
     assert rv.status_code == 204, rv.text
     prefix = platform.env['MF_DB_PREFIX']
-    users = table_ids(f'{prefix}users', 'users')
-    messages = table_ids(f'{prefix}messages', 'messages')
+    users = platform.table_ids(f'{prefix}users', 'users')
+    messages = platform.table_ids(f'{prefix}messages', 'messages')
     secrets = secrets_digest(platform.home)
 
     load = MixedLoad(
@@ -109,7 +110,7 @@ def upgrade_under_load(platform, old_root, clients=8, progress=print):
                               timeout=1200)
         seconds = time.monotonic() - started
         time.sleep(1)
-    stored = table_ids(f'{prefix}messages', 'messages')
+    stored = platform.table_ids(f'{prefix}messages', 'messages')
     after = {service: sorted(platform.instance_records(service))
              for service in SERVICES}
     etcd_command = Path('/proc', (platform.home / 'run' / 'etcd.pid')
@@ -129,7 +130,7 @@ def upgrade_under_load(platform, old_root, clients=8, progress=print):
         'failures': load.failures[:10],
         'posted': len(load.created),
         'lost': len(set(load.created) - stored),
-        'users_kept': users <= table_ids(f'{prefix}users', 'users'),
+        'users_kept': users <= platform.table_ids(f'{prefix}users', 'users'),
         'messages_kept': messages <= stored,
         'secrets_kept': secrets_digest(platform.home) == secrets,
         'revoked_token_refused': still_refused,
@@ -201,7 +202,8 @@ def main(argv=None):
     try:
         old_root = unpack(args.ref, work / 'previous')
         platform = PrivatePlatform.on_free_ports(
-            home, 'mfbenchup_', 'mfbenchup', private_wheelhouse(work))
+            home, 'mfbenchup_', 'mfbenchup',
+            {**host_database_settings(), **private_wheelhouse(work)})
         figures = upgrade_under_load(platform, old_root, args.clients)
     except (ScriptFailed, subprocess.CalledProcessError, OSError,
             AssertionError) as exc:
@@ -211,10 +213,12 @@ def main(argv=None):
     finally:
         if platform is not None:
             platform.remove()
-        subprocess.run(['mariadb', '-uroot', '-e',
-                        'DROP DATABASE IF EXISTS mfbenchup_users; '
-                        'DROP DATABASE IF EXISTS mfbenchup_messages'],
-                       check=False)
+            subprocess.run(mariadb_admin(
+                '-e', 'DROP DATABASE IF EXISTS mfbenchup_users; '
+                'DROP DATABASE IF EXISTS mfbenchup_messages',
+                admin_cnf=platform.env.get('DB_ADMIN_CNF'),
+                host=platform.env.get('DB_HOST'),
+                port=platform.env.get('DB_PORT')), check=False)
         shutil.rmtree(work, ignore_errors=True)
     print(f'\n{PROG}: from {args.ref[:12]} to this checkout')
     print(report(figures))

@@ -28,7 +28,11 @@ from microflack_common.polling import wait_until  # noqa: E402
 
 __all__ = ['ADMIN', 'MixedLoad', 'PrivatePlatform', 'ROOT', 'ScriptFailed',
            'clean_environ', 'free_port', 'free_port_pair', 'free_ports_env',
-           'http_session', 'table_ids']
+           'host_database_settings', 'http_session', 'mariadb_admin']
+
+
+# The platforms' address unless a test gives another (MICROFLACK_IP).
+LOOPBACK = '127.0.0.1'
 
 
 class ScriptFailed(AssertionError):
@@ -50,6 +54,33 @@ def clean_environ():
                    for pattern in patterns)}
 
 
+def host_database_settings():
+    """The caller's MariaDB and Redis settings (DB_HOST, DB_PORT,
+    DB_ADMIN_CNF, REDIS; exported by mfvars from this host's
+    microflack.conf), for a private platform that uses this host's
+    database and Redis, as the benchmarks' do."""
+    return {name: os.environ[name]
+            for name in ('DB_HOST', 'DB_PORT', 'DB_ADMIN_CNF', 'REDIS')
+            if os.environ.get(name)}
+
+
+def mariadb_admin(*args, admin_cnf=None, host=None, port=None):
+    """The mariadb client command with ``args``, as the database's
+    administrator, as the admin scripts reach it (lib/daemons.sh:
+    mariadb_root): as the client option file ``admin_cnf`` says (a
+    platform's DB_ADMIN_CNF), else as root: on the local server's socket
+    for this host's system MariaDB (``host`` and ``port`` unset or
+    loopback and 3306), over TCP to ``host``:``port`` for another."""
+    if admin_cnf:
+        return ['mariadb', f'--defaults-extra-file={admin_cnf}', *args]
+    host, port = host or '127.0.0.1', str(port or 3306)
+    if port == '3306' and (host == 'localhost' or host == '::1'
+                           or host.startswith('127.')):
+        return ['mariadb', '--protocol=socket', '-uroot', *args]
+    return ['mariadb', '--protocol=tcp', '-h', host, '-P', port, '-uroot',
+            *args]
+
+
 def http_session():
     """A session that ignores proxy settings (every platform address is on
     loopback) and, as browsers do, sends an idempotent request once more
@@ -66,11 +97,12 @@ def http_session():
 def free_ports_env(home, db_prefix, channel_prefix, settings=None):
     """The settings of a platform to install in ``home``: free loopback
     ports, its own database prefix and Redis channel, ``settings`` on
-    top, nothing of a host installation's."""
+    top (e.g. another MICROFLACK_IP, DB_HOST and DB_PORT, REDIS), nothing
+    of a host installation's."""
     env = {
         **clean_environ(),
         'MF_HOME': str(home),
-        'MICROFLACK_IP': '127.0.0.1',
+        'MICROFLACK_IP': LOOPBACK,
         'LB_PORT': str(free_port()),
         'ETCD_PORT': str(free_port_pair()),
         'LOGS_PORT': str(free_port()),
@@ -90,10 +122,12 @@ class PrivatePlatform:
     def __init__(self, home, env):
         self.home = Path(home)
         self.env = env
-        self.lb = f"http://127.0.0.1:{env['LB_PORT']}"
-        self.etcd = f"http://127.0.0.1:{env['ETCD_PORT']}"
+        # Where the platform serves and its instances register.
+        self.address = env.get('MICROFLACK_IP', LOOPBACK)
+        self.lb = f"http://{self.address}:{env['LB_PORT']}"
+        self.etcd = f"http://{env.get('ETCD_BIND', '127.0.0.1')}:{env['ETCD_PORT']}"
         self._etcd_client = None
-        self.logs = f"http://127.0.0.1:{env['LOGS_PORT']}/logs"
+        self.logs = f"http://{self.address}:{env['LOGS_PORT']}/logs"
         self.http = http_session()
 
     @classmethod
@@ -140,6 +174,13 @@ class PrivatePlatform:
                                f'{result.stdout}\n{result.stderr}')
         return result
 
+    def mariadb(self, *args):
+        """The mariadb client command with ``args`` as the platform's
+        database administrator (its DB_ADMIN_CNF)."""
+        return mariadb_admin(*args, admin_cnf=self.env.get('DB_ADMIN_CNF'),
+                             host=self.env.get('DB_HOST'),
+                             port=self.env.get('DB_PORT'))
+
     def secret(self, name):
         for file in ('secrets.env', 'db-passwords.env'):
             path = self.home / 'secrets' / file
@@ -180,6 +221,12 @@ class PrivatePlatform:
     def instances(self, service):
         """The names of the service's registered instances, sorted."""
         return sorted(self.registry(f'/services/{service}/upstream') or {})
+
+    @staticmethod
+    def instance_address(record):
+        """The ``host:port`` an instance registered (its record's ADDRESS;
+        older records, all on loopback, have only a PORT)."""
+        return record.get('ADDRESS') or f"{LOOPBACK}:{record['PORT']}"
 
     def instance_records(self, service=None):
         """{instance: record} of the instances the scripts recorded
@@ -227,6 +274,17 @@ class PrivatePlatform:
         if not value:
             raise AssertionError(f'{what} not met within {timeout} s')
         return value
+
+    def table_ids(self, database, table):
+        """The ids stored in a table of the platform's MariaDB (as the
+        scripts administer it)."""
+        command = mariadb_admin(
+            '-N', '-e', f'SELECT id FROM `{database}`.`{table}`',
+            admin_cnf=self.env.get('DB_ADMIN_CNF'),
+            host=self.env.get('DB_HOST'), port=self.env.get('DB_PORT'))
+        result = subprocess.run(command, capture_output=True, text=True,
+                                check=True)
+        return {int(line) for line in result.stdout.split()}
 
     def user_with_token(self, nickname, password='secret'):
         """A new user's token."""
@@ -294,11 +352,3 @@ class MixedLoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
-
-
-def table_ids(database, table):
-    """The ids stored in a table of a MariaDB database (as root)."""
-    result = subprocess.run(
-        ['mariadb', '-uroot', '-N', '-e', f'SELECT id FROM `{database}`.`{table}`'],
-        capture_output=True, text=True, check=True)
-    return {int(line) for line in result.stdout.split()}

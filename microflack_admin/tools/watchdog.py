@@ -170,9 +170,17 @@ def container_pid(name, timeout=5.0):
     return None
 
 
-def probe(port, timeout):
-    """True if the instance answers GET /health with 200 in time."""
-    connection = http.client.HTTPConnection('127.0.0.1', port,
+def instance_address(record):
+    """The ``host:port`` an instance registered (its record's ADDRESS;
+    records written before mfrun kept it were all on 127.0.0.1)."""
+    return record.get('ADDRESS') or f"127.0.0.1:{record['PORT']}"
+
+
+def probe(address, timeout):
+    """True if the instance at ``host:port`` answers GET /health with 200
+    in time."""
+    host, _, port = address.rpartition(':')
+    connection = http.client.HTTPConnection(host.strip('[]'), int(port),
                                             timeout=timeout)
     try:
         connection.request('GET', '/health')
@@ -254,9 +262,9 @@ class Watchdog:
                              if name not in self._killed)
         for name, pid in pids.items():
             if name not in self._probes and name not in self._killed:
-                port = int(instances[name]['PORT'])
+                address = instance_address(instances[name])
                 self._probes[name] = (pid, time.monotonic(), self._pool.submit(
-                    probe, port, self.probe_timeout))
+                    probe, address, self.probe_timeout))
         self._stop.wait(self.interval)
         now = time.monotonic()
         for name, (pid, started, future) in list(self._probes.items()):

@@ -42,7 +42,10 @@ __all__ = ['bind', 'workers', 'worker_class', 'threads', 'graceful_timeout',
            'when_ready', 'post_worker_init', 'worker_exit', 'on_exit']
 
 # Settings gunicorn reads from this module (command-line flags win).
-bind = os.environ.get('SERVICE_ADDRESS', '127.0.0.1:5000')
+# Where it listens: SERVICE_BIND (e.g. 0.0.0.0:<port>), else the address
+# it registers (SERVICE_ADDRESS).
+bind = (os.environ.get('SERVICE_BIND')
+        or os.environ.get('SERVICE_ADDRESS', '127.0.0.1:5000'))
 # Two workers: an instance can use both cores of a small host (one Python
 # process is bound to one core by its GIL); WEB_CONCURRENCY changes it.
 workers = env_int('WEB_CONCURRENCY', 2)
