@@ -1,7 +1,7 @@
 """Fixtures for the admin tools' tests.
 
 Everything real and private to the tests, on 127.0.0.1 and free ports: an
-etcd with the v2 API, HAProxy in master-worker mode driven by the load
+etcd (v3 API only), HAProxy in master-worker mode driven by the load
 balancer's watcher, and small HTTP backends (separate processes, so they
 can be killed like a crashed instance).
 """
