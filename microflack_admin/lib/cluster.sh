@@ -226,7 +226,7 @@ member_pid() {
 }
 
 member_healthy() {
-  curl -sS --max-time 2 "$(member_client_url "$1")/health" 2>/dev/null |
+  curl -sS --noproxy '*' --max-time 2 "$(member_client_url "$1")/health" 2>/dev/null |
     grep -q '"health":"true"'
 }
 
@@ -302,6 +302,7 @@ cluster_up() {
         [ "$CLUSTER_ETCD_ELECTION" -lt $((5 * CLUSTER_ETCD_HEARTBEAT)) ]; then
       die "CLUSTER_ETCD_HEARTBEAT and CLUSTER_ETCD_ELECTION are milliseconds, the election timeout at least 5 heartbeats (not $CLUSTER_ETCD_HEARTBEAT, $CLUSTER_ETCD_ELECTION)"
     fi
+    check_subnet_free "$CLUSTER_PREFIX"
     log "creating cluster '$CLUSTER': $CLUSTER_HOSTS hosts on $CLUSTER_SUBNET"
     mkdir -p "$CLUSTER_HOME"
     printf 'HOSTS=%s\nSUBNET=%s\nETCD_HEARTBEAT=%s\nETCD_ELECTION=%s\n' \
@@ -383,7 +384,7 @@ member_status() {
     echo "etcd: not running"
     return 1
   fi
-  if ! answer="$(curl -sS --max-time 2 -X POST -d '{}' \
+  if ! answer="$(curl -sS --noproxy '*' --max-time 2 -X POST -d '{}' \
       "$(member_client_url "$k")/v3/maintenance/status" 2>/dev/null)"; then
     echo "etcd: running, not answering"
     return 1
