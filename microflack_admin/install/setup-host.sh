@@ -33,6 +33,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 wanted=(
   "python3 python3"
   "/usr/bin/etcd etcd-server"
+  "/usr/sbin/keepalived keepalived"
   "haproxy haproxy"
   "/usr/sbin/mariadbd mariadb-server"
   "mariadb mariadb-client"

@@ -14,8 +14,10 @@
 # the bridge carries the cluster's name as its alias: `down` touches only
 # a cluster that one of them says is ours.
 #
-# Roles by host: registry (1-3: an etcd member each), lb (4-5), store (6),
-# worker (7 and up). Only the registry's processes run today.
+# Roles by host: registry (1-3: an etcd member each), lb (4-5: HAProxy,
+# its watcher and the watchdog by mflb, and keepalived holding the
+# floating address), store (6), worker (7 and up). The registry and the
+# load balancers run today. Source after supervisor.sh too.
 
 CLUSTER_NAME="${CLUSTER_NAME:-mf}"
 CLUSTER_SUBNET="${CLUSTER_SUBNET:-10.213.37.0/24}"
@@ -37,6 +39,18 @@ CLUSTER_REGISTRY_HOSTS=3
 CLUSTER_ETCD_CLIENT_PORT=2379
 CLUSTER_ETCD_PEER_PORT=2380
 CLUSTER_ETCD_BINARY="/usr/bin/etcd"
+# The load balancers: hosts 4 and 5, HAProxy on port 80 of every address
+# of theirs, keepalived moving the floating address (CLUSTER_VIP, by
+# default .100 of the subnet; kept from a cluster's creation) between them.
+CLUSTER_VIP="${CLUSTER_VIP:-}"
+CLUSTER_LB_HOSTS="4 5"
+CLUSTER_LB_PORT=80
+CLUSTER_KEEPALIVED_BINARY="/usr/sbin/keepalived"
+# VRRP (version 3, which takes fractions of a second): the backup takes
+# the address when it has heard no advertisement for 3 intervals and a
+# bit (about 1.8 s at 0.5 s).
+CLUSTER_VRRP_ADVERT=0.5
+CLUSTER_VRRP_ROUTER_ID=18
 
 # cluster_select NAME: check the name and set the cluster's paths and
 # interface names.
@@ -97,6 +111,10 @@ cluster_load() {
   CLUSTER_ETCD_ELECTION="$(sed -n 's/^ETCD_ELECTION=\([0-9]*\)$/\1/p' "$CLUSTER_CONF")"
   CLUSTER_ETCD_HEARTBEAT="${CLUSTER_ETCD_HEARTBEAT:-100}"
   CLUSTER_ETCD_ELECTION="${CLUSTER_ETCD_ELECTION:-500}"
+  # The floating address (a cluster made before it had one gets the
+  # default).
+  CLUSTER_VIP="$(sed -n 's/^VIP=\(.*\)$/\1/p' "$CLUSTER_CONF")"
+  CLUSTER_VIP="${CLUSTER_VIP:-$CLUSTER_PREFIX.100}"
 }
 
 # need_cluster: load the cluster or die saying there is none.
@@ -273,10 +291,227 @@ wait_members_healthy() {
   done
 }
 
-# start_host_roles K: what host K's role runs (only the registry's today).
+# -- the load balancers: mflb and keepalived on hosts 4 and 5 ---------
+
+# check_vip ADDRESS: die unless ADDRESS is in the cluster's /24 and no
+# host's (nor the bridge's, nor the network's or broadcast) address.
+check_vip() {
+  local last
+  if ! [[ "$1" =~ ^([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})\.([0-9]{1,3})$ ]] ||
+      [ "${BASH_REMATCH[1]}" != "$CLUSTER_PREFIX" ]; then
+    die "CLUSTER_VIP must be an address of $CLUSTER_PREFIX.0/24, not '$1'"
+  fi
+  last="$((10#${BASH_REMATCH[2]}))"
+  if [ "$last" -lt 2 ] || [ "$last" -gt 254 ] ||
+      [ "$last" -le $((CLUSTER_HOSTS + 1)) ]; then
+    die "CLUSTER_VIP '$1' is not free in a cluster of $CLUSTER_HOSTS hosts (they have $CLUSTER_PREFIX.2 to $CLUSTER_PREFIX.$((CLUSTER_HOSTS + 1))): choose one above"
+  fi
+}
+
+is_lb_host() { [ "$(host_role "$1")" = lb ]; }
+lb_peer() { if [ "$1" -eq 4 ]; then echo 5; else echo 4; fi; }
+# Host 4 is preferred at the start; neither takes the address back.
+lb_priority() { if [ "$1" -eq 4 ]; then echo 150; else echo 100; fi; }
+keepalived_conf() { printf '%s/keepalived.conf\n' "$(host_dir "$1")"; }
+keepalived_pidfile() { printf '%s/run/h%s-keepalived.pid\n' "$CLUSTER_HOME" "$1"; }
+cluster_secrets() { printf '%s/secrets/secrets.env\n' "$CLUSTER_HOME"; }
+cluster_admin_venv() { printf '%s/admin-venv\n' "$CLUSTER_HOME"; }
+
+# ensure_lb_shared: what both load balancers share: the /stats page's
+# credentials (made once, mode 600) and the admin tools' virtualenv (made
+# once from the wheelhouse; each host's MF_HOME links to it).
+ensure_lb_shared() {
+  local file
+  file="$(cluster_secrets)"
+  (umask 077 && mkdir -p "$(dirname "$file")")
+  chmod 700 "$(dirname "$file")"
+  add_secret "$file" STATS_PASSWORD
+  grep -q '^STATS_USER=' "$file" || echo 'STATS_USER=admin' >> "$file"
+  (
+    # shellcheck disable=SC2034 # ensure_admin_venv's virtualenv
+    ADMIN_VENV="$(cluster_admin_venv)"
+    ensure_admin_venv
+  )
+}
+
+secret_value() { sed -n "s/^$1=//p" "$(cluster_secrets)" | head -n 1; }
+
+# lb_mflb K ARGS...: mflb on host K, in its namespace, with its own
+# MF_HOME (the host's folder), every registry member and the cluster's
+# client timeout.
+lb_mflb() {
+  local k="$1"
+  shift
+  env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
+    ${MF_PIP_VENV:+MF_PIP_VENV="$MF_PIP_VENV"} \
+    ${XDG_CACHE_HOME:+XDG_CACHE_HOME="$XDG_CACHE_HOME"} \
+    MF_HOME="$(host_dir "$k")" WHEELHOUSE="$WHEELHOUSE" \
+    MICROFLACK_IP="$(host_addr "$k")" ETCD="$(cluster_etcd)" \
+    ETCD_TIMEOUT="$CLUSTER_CLIENT_TIMEOUT" \
+    LB_BIND=0.0.0.0 LB_PORT="$CLUSTER_LB_PORT" \
+    STATS_USER="$(secret_value STATS_USER)" \
+    STATS_PASSWORD="$(secret_value STATS_PASSWORD)" \
+    ip netns exec "$(host_ns "$k")" "$MF_ADMIN/bin/mflb" "$@"
+}
+
+# write_keepalived_conf K: host K's VRRP instance: unicast to the other
+# load balancer, the floating address on eth0, HAProxy's answer tracked.
+write_keepalived_conf() {
+  local k="$1" peer
+  peer="$(lb_peer "$k")"
+  cat > "$(keepalived_conf "$k").new" <<CONF
+# Written by mfcluster: host h$k of cluster $CLUSTER, a load balancer.
+global_defs {
+  router_id $CLUSTER-h$k
+  script_user root
+  # The check is curl, in a folder only root may write to.
+  enable_script_security
+  vrrp_garp_master_refresh 5
+}
+
+# HAProxy answers on this host (any HTTP answer, a 503 too): when it does
+# not, this host gives the floating address up.
+vrrp_script haproxy_answers {
+  script "/usr/bin/curl -s -o /dev/null --noproxy 127.0.0.1 --max-time 1 http://127.0.0.1:$CLUSTER_LB_PORT/"
+  interval 1
+  timeout 2
+  fall 2
+  rise 2
+}
+
+vrrp_instance lb {
+  # Both start as backups and neither takes the address back from a
+  # master (nopreempt): a load balancer that comes back does not cost a
+  # second move.
+  state BACKUP
+  nopreempt
+  interface eth0
+  virtual_router_id $CLUSTER_VRRP_ROUTER_ID
+  version 3
+  priority $(lb_priority "$k")
+  advert_int $CLUSTER_VRRP_ADVERT
+  unicast_src_ip $(host_addr "$k")
+  unicast_peer {
+    $(host_addr "$peer")
+  }
+  virtual_ipaddress {
+    $CLUSTER_VIP/24 dev eth0
+  }
+  track_script {
+    haproxy_answers
+  }
+}
+CONF
+  mv "$(keepalived_conf "$k").new" "$(keepalived_conf "$k")"
+}
+
+# keepalived_pid K: the pid of host K's keepalived while it runs there.
+keepalived_pid() {
+  local pid
+  pid="$(running_pid "$(keepalived_pidfile "$1")" "$(keepalived_conf "$1")")" ||
+    return 1
+  ip netns pids "$(host_ns "$1")" 2>/dev/null | grep -qx "$pid" || return 1
+  printf '%s\n' "$pid"
+}
+
+start_keepalived() {
+  local k="$1"
+  keepalived_pid "$k" >/dev/null && return 0
+  [ -x "$CLUSTER_KEEPALIVED_BINARY" ] ||
+    die "$CLUSTER_KEEPALIVED_BINARY is not installed: run microflack_admin/install/setup-host.sh"
+  mkdir -p "$CLUSTER_HOME/run" "$CLUSTER_HOME/logs"
+  write_keepalived_conf "$k"
+  # keepalived's own pid files (it refuses to start while one names a
+  # live process): not the one this script keeps.
+  rm -f "$CLUSTER_HOME/run/h$k-keepalived-main.pid" \
+    "$CLUSTER_HOME/run/h$k-vrrp.pid"
+  log "starting keepalived on h$k (priority $(lb_priority "$k"))"
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    ip netns exec "$(host_ns "$k")" setsid "$CLUSTER_KEEPALIVED_BINARY" \
+    -n -l -D -f "$(keepalived_conf "$k")" \
+    -p "$CLUSTER_HOME/run/h$k-keepalived-main.pid" \
+    -r "$CLUSTER_HOME/run/h$k-vrrp.pid" \
+    < /dev/null >> "$CLUSTER_HOME/logs/h$k-keepalived.log" 2>&1 &
+  echo $! > "$(keepalived_pidfile "$k")"
+  wait_until 5 keepalived_pid "$k" ||
+    die "keepalived did not start on h$k (see $CLUSTER_HOME/logs/h$k-keepalived.log)"
+}
+
+# holds_vip K: whether host K has the floating address now.
+holds_vip() {
+  ip -n "$(host_ns "$1")" -o -4 addr show dev eth0 2>/dev/null |
+    grep -qF " $CLUSTER_VIP/"
+}
+
+# vip_holder: the load balancers that have the floating address, one a
+# line (none when none has it).
+vip_holder() {
+  local k
+  for k in $CLUSTER_LB_HOSTS; do
+    if holds_vip "$k"; then
+      printf 'h%s\n' "$k"
+    fi
+  done
+}
+
+# start_lb K: HAProxy, its watcher and the watchdog (mflb start, a no-op
+# when they run), then keepalived.
+start_lb() {
+  local k="$1" output
+  ensure_lb_shared
+  mkdir -p "$(host_dir "$k")"
+  ln -sfn "$(cluster_admin_venv)" "$(host_dir "$k")/admin-venv"
+  if ! output="$(lb_mflb "$k" start 2>&1)"; then
+    printf '%s\n' "$output" >&2
+    die "the load balancer did not start on h$k (log: $(host_dir "$k")/logs/lb.log)"
+  fi
+  start_keepalived "$k"
+}
+
+# start_lbs: both load balancers; the first is given time to take the
+# floating address, so that it starts on h4 (nopreempt: whoever is master
+# stays so).
+start_lbs() {
+  local k first=""
+  for k in $CLUSTER_LB_HOSTS; do
+    start_lb "$k"
+    if [ -z "$first" ]; then
+      first="$k"
+      wait_until 10 vip_holder_is_any ||
+        die "no load balancer took the floating address $CLUSTER_VIP (see $CLUSTER_HOME/logs/h$k-keepalived.log)"
+    fi
+  done
+}
+
+vip_holder_is_any() { [ -n "$(vip_holder)" ]; }
+
+# lb_line K: one line on host K's load balancer (fails unless all of it
+# runs).
+lb_line() {
+  local k="$1" rc=0 states parts=()
+  states="$(lb_mflb "$k" status 2>/dev/null)" || rc=3
+  parts+=("$(printf '%s' "$states" | awk '{print $1 $2}' | tr '\n' ' ' |
+    sed 's/ $//; s/:running/ up/g; s/:not/ DOWN/g')")
+  if keepalived_pid "$k" >/dev/null; then
+    if holds_vip "$k"; then
+      parts+=("keepalived: MASTER, holds $CLUSTER_VIP")
+    else
+      parts+=("keepalived: backup")
+    fi
+  else
+    parts+=("keepalived: not running")
+    rc=3
+  fi
+  printf '%s; %s\n' "${parts[0]}" "${parts[1]}"
+  return "$rc"
+}
+
+# start_host_roles K: what host K's role runs (the registry's and the load
+# balancers' today).
 start_host_roles() {
   case "$(host_role "$1")" in
     registry) start_member "$1" ;;
+    lb) start_lb "$1" ;;
     *) ;;
   esac
 }
@@ -302,23 +537,27 @@ cluster_up() {
         [ "$CLUSTER_ETCD_ELECTION" -lt $((5 * CLUSTER_ETCD_HEARTBEAT)) ]; then
       die "CLUSTER_ETCD_HEARTBEAT and CLUSTER_ETCD_ELECTION are milliseconds, the election timeout at least 5 heartbeats (not $CLUSTER_ETCD_HEARTBEAT, $CLUSTER_ETCD_ELECTION)"
     fi
+    CLUSTER_VIP="${CLUSTER_VIP:-$CLUSTER_PREFIX.100}"
+    check_vip "$CLUSTER_VIP"
     check_subnet_free "$CLUSTER_PREFIX"
     log "creating cluster '$CLUSTER': $CLUSTER_HOSTS hosts on $CLUSTER_SUBNET"
     mkdir -p "$CLUSTER_HOME"
-    printf 'HOSTS=%s\nSUBNET=%s\nETCD_HEARTBEAT=%s\nETCD_ELECTION=%s\n' \
+    printf 'HOSTS=%s\nSUBNET=%s\nETCD_HEARTBEAT=%s\nETCD_ELECTION=%s\nVIP=%s\n' \
       "$CLUSTER_HOSTS" "$CLUSTER_SUBNET" "$CLUSTER_ETCD_HEARTBEAT" \
-      "$CLUSTER_ETCD_ELECTION" > "$CLUSTER_CONF"
+      "$CLUSTER_ETCD_ELECTION" "$CLUSTER_VIP" > "$CLUSTER_CONF"
   fi
   check_subnet_free "$CLUSTER_PREFIX"
   ensure_bridge
   for ((k = 1; k <= CLUSTER_HOSTS; k++)); do
     ensure_host "$k"
   done
-  for ((k = 1; k <= CLUSTER_HOSTS; k++)); do
-    start_host_roles "$k"
+  for ((k = 1; k <= CLUSTER_REGISTRY_HOSTS; k++)); do
+    start_member "$k"
   done
-  # The members wait for each other's first election.
+  # The members wait for each other's first election; the load balancers
+  # need the registry.
   wait_members_healthy 30 $(seq 1 "$CLUSTER_REGISTRY_HOSTS")
+  start_lbs
   cluster_print
   log "cluster '$CLUSTER' is up; log in to a host with: $MF_SCRIPT exec --name $CLUSTER h1 bash"
 }
@@ -327,6 +566,8 @@ cluster_up() {
 cluster_print() {
   local k
   printf 'ETCD=%s\nETCD_TIMEOUT=%s\n' "$(cluster_etcd)" "$CLUSTER_CLIENT_TIMEOUT"
+  # The chat's URL: the floating address.
+  printf 'URL=http://%s/\n' "$CLUSTER_VIP"
   for ((k = 1; k <= CLUSTER_HOSTS; k++)); do
     printf '%-4s %-15s %-8s %s\n' "h$k" "$(host_addr "$k")" \
       "$(host_role "$k")" "$(host_ns "$k")"
@@ -335,15 +576,20 @@ cluster_print() {
 
 # kill_namespace_processes NS SIGNAL: send SIGNAL to every process in the
 # namespace; waits up to 5 s for them to be gone.
+# A supervisor may start a program again meanwhile: the namespace is
+# looked at again until it has none left.
 kill_namespace_processes() {
-  local ns="$1" sig="$2" pids pid
-  pids="$(ip netns pids "$ns" 2>/dev/null || true)"
-  [ -n "$pids" ] || return 0
-  for pid in $pids; do
-    kill -s "$sig" "$pid" 2>/dev/null || true
-  done
-  for pid in $pids; do
-    wait_until 5 process_gone "$pid" || return 1
+  local ns="$1" sig="$2" pids pid round
+  for round in 1 2 3 4 5; do
+    pids="$(ip netns pids "$ns" 2>/dev/null || true)"
+    [ -n "$pids" ] || return 0
+    [ "$round" -lt 5 ] || return 1
+    for pid in $pids; do
+      kill -s "$sig" "$pid" 2>/dev/null || true
+    done
+    for pid in $pids; do
+      wait_until 5 process_gone "$pid" || return 1
+    done
   done
 }
 
@@ -408,11 +654,16 @@ PY
 # cluster_status: hosts, roles, addresses, processes, the members' health;
 # fails when a host or a member is missing or unhealthy.
 cluster_status() {
-  local k ns line rc=0 processes
+  local k ns line rc=0 processes holders
   need_cluster
   printf 'cluster %s: %s hosts on %s (bridge %s, home %s)\n' "$CLUSTER" \
     "$CLUSTER_HOSTS" "$CLUSTER_SUBNET_USED" "$CLUSTER_BRIDGE" "$CLUSTER_HOME"
   printf 'ETCD=%s\n' "$(cluster_etcd)"
+  holders="$(vip_holder | paste -sd ' ' -)"
+  printf 'URL=http://%s/ (the floating address, on %s)\n' "$CLUSTER_VIP" \
+    "${holders:-NO load balancer}"
+  # One holder, not none nor two.
+  [[ "$holders" =~ ^h[0-9]+$ ]] || rc=3
   for ((k = 1; k <= CLUSTER_HOSTS; k++)); do
     ns="$(host_ns "$k")"
     if ! ns_exists "$ns"; then
@@ -423,6 +674,8 @@ cluster_status() {
       line="$processes processes"
       if [ "$(host_role "$k")" = registry ]; then
         line+="; $(member_status "$k")" || rc=3
+      elif is_lb_host "$k"; then
+        line+="; $(lb_line "$k")" || rc=3
       fi
     fi
     printf '%-4s %-15s %-8s %s\n' "h$k" "$(host_addr "$k")" \

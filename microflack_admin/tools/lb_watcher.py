@@ -34,7 +34,7 @@ from pathlib import Path
 
 import lb_config
 
-from microflack_common.config import ConfigError
+from microflack_common.config import ConfigError, env_float
 from microflack_common.etcd_client import (
     EtcdClient,
     EtcdCompacted,
@@ -512,7 +512,10 @@ def main(argv=None):
                '%(message)s')
     try:
         settings = load_settings(args)
-        etcd = EtcdClient(parse_etcd_urls(args.etcd, '--etcd/ETCD'))
+        # Each call's time limit, the services' setting (a cluster's
+        # clients take less than the default, to pass a dead member by).
+        etcd = EtcdClient(parse_etcd_urls(args.etcd, '--etcd/ETCD'),
+                          timeout=env_float('ETCD_TIMEOUT', 2.0))
     except (ValueError, OSError, TypeError, ConfigError) as exc:
         logger.error('%s', exc)
         return 2
