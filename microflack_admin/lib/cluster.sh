@@ -433,8 +433,11 @@ start_keepalived() {
     -r "$CLUSTER_HOME/run/h$k-vrrp.pid" \
     < /dev/null >> "$CLUSTER_HOME/logs/h$k-keepalived.log" 2>&1 &
   echo $! > "$(keepalived_pidfile "$k")"
-  wait_until 5 keepalived_pid "$k" ||
+  # Started when its VRRP process is (which writes its pid file).
+  if ! wait_until 5 keepalived_pid "$k" ||
+      ! wait_until 5 test -s "$CLUSTER_HOME/run/h$k-vrrp.pid"; then
     die "keepalived did not start on h$k (see $CLUSTER_HOME/logs/h$k-keepalived.log)"
+  fi
 }
 
 # holds_vip K: whether host K has the floating address now.
@@ -584,6 +587,14 @@ kill_namespace_processes() {
     pids="$(ip netns pids "$ns" 2>/dev/null || true)"
     [ -n "$pids" ] || return 0
     [ "$round" -lt 5 ] || return 1
+    if [ "$sig" = KILL ]; then
+      # All stopped first, so that none hears of another's death (a
+      # parent's death signal would have keepalived's VRRP process say
+      # goodbye to its peer): the host dies at once.
+      for pid in $pids; do
+        kill -s STOP "$pid" 2>/dev/null || true
+      done
+    fi
     for pid in $pids; do
       kill -s "$sig" "$pid" 2>/dev/null || true
     done

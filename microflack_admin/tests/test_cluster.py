@@ -1,12 +1,14 @@
-"""mfcluster (issue 18, first step): several hosts on this machine, each a
-network namespace on one bridge, and the registry's 3 etcd members on hosts
-h1-h3. One cluster for the whole module, under a name and a subnet of its
-own (so that it coexists with any other), removed by ``mfcluster down``
-even when a test fails.
+"""mfcluster (issue 18, first steps): several hosts on this machine, each a
+network namespace on one bridge, the registry's 3 etcd members on hosts
+h1-h3 and the load balancers on h4 and h5 (mflb's HAProxy and watcher,
+keepalived moving the floating address). One cluster for the whole module,
+under a name and a subnet of its own (so that it coexists with any other),
+removed by ``mfcluster down`` even when a test fails.
 
 Every request goes to the cluster's own subnet, which exists only on its
 bridge. Scenario 2 of the issue (the etcd leader's host dies) writes its
-measured seconds to $MF_TEST_ARTIFACTS/cluster-leader-dies.json.
+measured seconds to $MF_TEST_ARTIFACTS/cluster-leader-dies.json, scenario 3
+(the active load balancer's host dies) to cluster-lb-dies.json.
 """
 import base64
 import json
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,12 @@ HOSTS = 7
 ROLES = ['registry'] * 3 + ['lb'] * 2 + ['store'] + ['worker']
 # Scenario 2: registrations, revocations and watches carry on within this.
 CARRY_ON_SECONDS = 2.0
+# Scenario 3: the floating address answers again within this.
+FAILOVER_SECONDS = 3.0
+LB_HOSTS = (4, 5)
+# Processes of a load balancer: supervisord, HAProxy's master and worker,
+# the watcher, the watchdog, keepalived and its VRRP child.
+LB_PROCESSES = 7
 
 http = urllib3.PoolManager(retries=False)
 
@@ -79,6 +88,9 @@ class Cluster:
         self.prefix = subnet.rsplit('.', 1)[0]
         self.env = {**clean_environ(), 'MF_HOME': str(home),
                     'CLUSTER_SUBNET': subnet}
+        if os.environ.get('MF_TEST_WHEELHOUSE'):
+            # The test command's wheelhouse (the load balancers' tools).
+            self.env['WHEELHOUSE'] = os.environ['MF_TEST_WHEELHOUSE']
         self.printed = None
 
     def run(self, verb, *args, check=True, timeout=120):
@@ -99,10 +111,23 @@ class Cluster:
     def etcd_urls(self):
         return self.printed['ETCD'].split(',')
 
+    @property
+    def vip(self):
+        return f'{self.prefix}.100'
+
+    def vip_holders(self):
+        """The hosts whose eth0 has the floating address now."""
+        return [k for k in LB_HOSTS if f' {self.vip}/' in subprocess.run(
+            ['ip', '-n', self.namespace(k), '-o', '-4', 'addr', 'show',
+             'dev', 'eth0'], capture_output=True, text=True).stdout]
+
     def pids(self, k):
-        return sorted(subprocess.run(
+        """The processes of host k, but for keepalived's health checks (a
+        curl every second, forked by its VRRP process)."""
+        listed = subprocess.run(
             ['ip', 'netns', 'pids', self.namespace(k)], capture_output=True,
-            text=True, check=True).stdout.split())
+            text=True, check=True).stdout.split()
+        return sorted(pid for pid in listed if not health_check(pid))
 
     def namespaces(self):
         listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True,
@@ -117,6 +142,30 @@ class Cluster:
         names = [line.split(': ')[1].split('@')[0]
                  for line in listed.splitlines()]
         return sorted(n for n in names if n.startswith(f'{self.name}-'))
+
+
+def process_line(pid):
+    """(command name, parent pid) of a process; None once it is gone."""
+    try:
+        stat = Path(f'/proc/{pid}/stat').read_text()
+    except OSError:
+        return None
+    name = stat[stat.index('(') + 1:stat.rindex(')')]
+    return name, stat[stat.rindex(')') + 2:].split()[1]
+
+
+def health_check(pid):
+    """Whether a process is one of keepalived's checks: curl, or a fork of
+    keepalived's VRRP process (itself a child of keepalived) not yet
+    curl. One gone meanwhile counts too."""
+    line = process_line(pid)
+    if line is None or line[0] == 'curl':
+        return True
+    parents = []
+    while line and line[0] == 'keepalived' and len(parents) < 3:
+        parents.append(line)
+        line = process_line(line[1])
+    return len(parents) >= 3
 
 
 def parse_up(stdout):
@@ -205,6 +254,7 @@ def test_up_makes_hosts_that_reach_each_other(cluster, tmp_path):
     assert cluster.etcd_urls == [f'http://{cluster.address(k)}:2379'
                                  for k in (1, 2, 3)]
     assert printed['ETCD_TIMEOUT'] == '1'
+    assert printed['URL'] == f'http://{cluster.vip}/'
     assert cluster.namespaces() == sorted(cluster.namespace(k)
                                           for k in range(1, HOSTS + 1))
     for k in range(1, HOSTS + 1):
@@ -245,7 +295,10 @@ def test_a_second_up_changes_nothing(cluster):
     after = ([cluster.pids(k) for k in range(1, HOSTS + 1)],
              cluster.namespaces(), cluster.links())
     assert after == before
-    assert [len(pids) for pids in after[0]] == [1, 1, 1, 0, 0, 0, 0]
+    assert [len(pids) for pids in after[0]] == \
+        [1, 1, 1, LB_PROCESSES, LB_PROCESSES, 0, 0]
+    # h4 took the floating address first.
+    assert cluster.vip_holders() == [4]
 
 
 # -- the registry -------------------------------------------------------
@@ -385,6 +438,174 @@ def test_the_leaders_host_dies(cluster):
         followers.mirror.stop()
 
 
+# -- the load balancers -------------------------------------------------
+
+
+def fetch(address, path, timeout=1.0):
+    """(status, body) of a GET on a new connection (none kept to a host
+    that may die), or None when nothing answers."""
+    conn = HTTPConnection(address, 80, timeout=timeout)
+    try:
+        conn.request('GET', path, headers={'Connection': 'close'})
+        response = conn.getresponse()
+        return response.status, response.read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+class Backend:
+    """A tiny HTTP server on the worker h7 (python's http.server, in h7's
+    namespace), serving ``/<location>/marker`` and ``/health``, registered
+    in the cluster's registry as the one instance of a service."""
+
+    def __init__(self, cluster, folder, name, port):
+        self.cluster, self.name, self.port = cluster, name, port
+        self.location = f'/{name}'
+        self.body = f'{name} on h7:{port}\n'
+        (folder / name).mkdir(parents=True)
+        (folder / name / 'marker').write_text(self.body)
+        # HAProxy's health check of an instance.
+        (folder / 'health').write_text('ok\n')
+        self.address = f'{cluster.address(HOSTS)}:{port}'
+        self.server = subprocess.Popen(
+            [MFCLUSTER, 'exec', '--name', cluster.name, f'h{HOSTS}',
+             sys.executable, '-m', 'http.server', '--bind',
+             cluster.address(HOSTS), '--directory', str(folder), str(port)],
+            env=cluster.env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.client = EtcdClient(cluster.etcd_urls, timeout=1)
+        self.registration = None
+
+    def register(self):
+        assert wait_for(lambda: self.answers(self.address), 10)
+        self.registration = Registration(
+            self.client, self.name, f'{self.name}_v1_h7_{self.port}',
+            self.address, self.location, ttl=10, refresh=1).start()
+        return self
+
+    def answers(self, address):
+        host, _, port = address.partition(':')
+        conn = HTTPConnection(host, int(port or 80), timeout=1)
+        try:
+            conn.request('GET', f'{self.location}/marker')
+            response = conn.getresponse()
+            return response.status == 200 and \
+                response.read().decode() == self.body
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def routed_by(self, address, timeout=1.0):
+        return fetch(address, f'{self.location}/marker', timeout) == \
+            (200, self.body)
+
+    def stop(self):
+        if self.registration:
+            self.registration.stop()
+        self.server.terminate()
+        self.server.wait(10)
+
+
+@pytest.fixture(scope='module')
+def hello(cluster, tmp_path_factory):
+    backend = Backend(cluster, tmp_path_factory.mktemp('hello'), 'hello',
+                      8000)
+    try:
+        yield backend.register()
+    finally:
+        backend.stop()
+
+
+def lb_lines(cluster):
+    shown = cluster.run('status', check=False).stdout
+    return {line.split()[0]: line for line in shown.splitlines()
+            if line.split()[2:3] == ['lb']}, shown
+
+
+def test_the_floating_address_routes_to_a_worker(cluster, hello, tmp_path):
+    """The chat's URL (the floating address) reaches an instance on a
+    worker through the load balancer that holds it; both load balancers'
+    watchers follow the registry."""
+    assert cluster.vip_holders() == [4]
+    assert wait_for(lambda: hello.routed_by(cluster.vip), 10)
+    for k in LB_HOSTS:
+        assert wait_for(lambda k=k: hello.routed_by(cluster.address(k)), 10)
+    lines, shown = lb_lines(cluster)
+    assert f'URL=http://{cluster.vip}/ (the floating address, on h4)' \
+        in shown
+    assert f'keepalived: MASTER, holds {cluster.vip}' in lines['h4']
+    assert 'keepalived: backup' in lines['h5']
+    for k in LB_HOSTS:
+        assert 'haproxy up watcher up watchdog up' in lines[f'h{k}']
+    # A service registered now is routed by both.
+    other = Backend(cluster, tmp_path, 'later', 8001)
+    try:
+        other.register()
+        for address in (cluster.vip, *map(cluster.address, LB_HOSTS)):
+            assert wait_for(lambda a=address: other.routed_by(a), 10), \
+                address
+    finally:
+        other.stop()
+
+
+def test_the_active_load_balancers_host_dies(cluster, hello):
+    """Scenario 3 of issue 18: the floating address moves within 3 s, new
+    requests succeed; the host comes back as the backup (nopreempt: the
+    address stays where it is)."""
+    assert cluster.vip_holders() == [4]
+    assert hello.routed_by(cluster.vip)
+    killed = time.monotonic()
+    cluster.run('kill-host', 'h4')
+    kill_returned = time.monotonic() - killed
+    assert cluster.pids(4) == []
+    # Short attempts, each on a new connection: a SYN lost to the dead
+    # host would otherwise be sent again only after a second.
+    failed = 0
+    while not hello.routed_by(cluster.vip, timeout=0.25):
+        failed += 1
+        assert time.monotonic() - killed < 10, 'the address did not move'
+        time.sleep(0.02)
+    answered = time.monotonic() - killed
+    assert cluster.vip_holders() == [5]
+    report = {'answered again': round(answered, 3),
+              'kill-host returned': round(kill_returned, 3),
+              'failed requests meanwhile': failed,
+              'new holder': 'h5'}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / 'cluster-lb-dies.json').write_text(
+        json.dumps(report, indent=2) + '\n')
+    print('\nthe active load balancer\'s host dies:', json.dumps(report))
+    assert answered <= FAILOVER_SECONDS, report
+    # New requests succeed, each on a connection of its own.
+    assert all(hello.routed_by(cluster.vip) for _ in range(20))
+    lines, _ = lb_lines(cluster)
+    assert 'keepalived: not running' in lines['h4']
+    assert f'keepalived: MASTER, holds {cluster.vip}' in lines['h5']
+
+    # The host comes back: its load balancer runs again, as the backup,
+    # and routes what the registry says; the address does not move back.
+    cluster.run('revive-host', 'h4')
+    assert wait_for(lambda: len(cluster.pids(4)) == LB_PROCESSES, 5), \
+        cluster.pids(4)
+    assert wait_for(lambda: hello.routed_by(cluster.address(4)), 10)
+    holders = set()
+    failures = 0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        holders.add(tuple(cluster.vip_holders()))
+        failures += not hello.routed_by(cluster.vip)
+        time.sleep(0.05)
+    assert holders == {(5,)}
+    assert failures == 0
+    lines, shown = lb_lines(cluster)
+    assert 'keepalived: backup' in lines['h4']
+    assert 'haproxy up watcher up watchdog up' in lines['h4']
+    assert cluster.run('status', check=False).returncode == 0, shown
+
+
 # -- the command line ---------------------------------------------------
 
 
@@ -453,11 +674,14 @@ def test_down_removes_a_half_made_cluster(tmp_path):
 def test_down_removes_everything(cluster):
     """Last: the module's cluster goes (the fixture's down finds nothing)."""
     etcd_pids = [pid for k in (1, 2, 3) for pid in cluster.pids(k)]
+    lb_pids = [pid for k in LB_HOSTS for pid in cluster.pids(k)]
+    assert len(lb_pids) == 2 * LB_PROCESSES
     cluster.run('down')
     assert cluster.namespaces() == []
     assert cluster.links() == []
     assert not (cluster.home / 'cluster' / cluster.name).exists()
-    for pid in etcd_pids:
+    # etcd, supervisord, HAProxy, the watchers, keepalived: all gone.
+    for pid in etcd_pids + lb_pids:
         assert not Path(f'/proc/{pid}').exists() or \
             Path(f'/proc/{pid}/stat').read_text().split(') ')[1][0] == 'Z'
     result = cluster.run('down')
