@@ -606,6 +606,42 @@ def test_the_active_load_balancers_host_dies(cluster, hello):
     assert cluster.run('status', check=False).returncode == 0, shown
 
 
+def test_a_dead_haproxy_moves_the_address_and_up_starts_it(cluster, hello):
+    """A load balancer whose HAProxy stops answering (here: mflb stop on
+    the holder, h5 after scenario 3) gives the address up, keepalived's
+    check failing; ``up`` starts it again, and a dead keepalived, and the
+    address stays where it went."""
+    assert cluster.vip_holders() == [5]
+    host_home = cluster.home / 'cluster' / cluster.name / 'h5'
+    stopped = time.monotonic()
+    cluster.run('exec', 'h5', 'env', f'MF_HOME={host_home}',
+                str(ADMIN / 'bin' / 'mflb'), 'stop')
+    assert wait_for(lambda: cluster.vip_holders() == [4], 10)
+    moved = time.monotonic() - stopped
+    assert wait_for(lambda: hello.routed_by(cluster.vip, timeout=0.25), 5)
+    print(f'\nHAProxy stopped on the holder: the address moved in '
+          f'{moved:.2f} s')
+    assert moved <= 5
+    # h4's keepalived dies too; up starts what is missing, nothing else.
+    keepalived = [pid for pid in cluster.pids(4)
+                  if process_line(pid) and process_line(pid)[0] == 'keepalived']
+    assert len(keepalived) == 2
+    registry = [cluster.pids(k) for k in (1, 2, 3)]
+    h4_others = sorted(set(cluster.pids(4)) - set(keepalived))
+    subprocess.run(['kill', '-KILL', *keepalived], check=True)
+    # Its address stays on its eth0 (killed, it could not take it off).
+    cluster.run('up')
+    assert [cluster.pids(k) for k in (1, 2, 3)] == registry
+    assert wait_for(lambda: len(cluster.pids(4)) == LB_PROCESSES, 5)
+    assert set(h4_others) < set(cluster.pids(4))
+    assert wait_for(lambda: len(cluster.pids(5)) == LB_PROCESSES, 5)
+    assert wait_for(lambda: hello.routed_by(cluster.address(5)), 10)
+    time.sleep(2)
+    assert cluster.vip_holders() == [4]
+    assert all(hello.routed_by(cluster.vip) for _ in range(10))
+    assert cluster.run('status', check=False).returncode == 0
+
+
 # -- the command line ---------------------------------------------------
 
 
