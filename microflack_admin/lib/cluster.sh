@@ -217,22 +217,22 @@ member_client_url() { printf 'http://%s:%s\n' "$(host_addr "$1")" "$CLUSTER_ETCD
 member_pidfile() { printf '%s/run/h%s-etcd.pid\n' "$CLUSTER_HOME" "$1"; }
 member_data() { printf '%s/etcd\n' "$(host_dir "$1")"; }
 
-# cluster_etcd: the client URLs of every member, comma-separated (ETCD).
-cluster_etcd() {
-  local k urls=""
+# each_member FUNCTION: what FUNCTION prints for each registry host K,
+# comma-separated.
+each_member() {
+  local k list=""
   for ((k = 1; k <= CLUSTER_REGISTRY_HOSTS; k++)); do
-    urls+="${urls:+,}$(member_client_url "$k")"
+    list+="${list:+,}$("$1" "$k")"
   done
-  printf '%s\n' "$urls"
+  printf '%s\n' "$list"
 }
 
-initial_cluster() {
-  local k peers=""
-  for ((k = 1; k <= CLUSTER_REGISTRY_HOSTS; k++)); do
-    peers+="${peers:+,}h$k=http://$(host_addr "$k"):$CLUSTER_ETCD_PEER_PORT"
-  done
-  printf '%s\n' "$peers"
-}
+member_peer() { printf 'h%s=http://%s:%s\n' "$1" "$(host_addr "$1")" "$CLUSTER_ETCD_PEER_PORT"; }
+
+# cluster_etcd: the client URLs of every member, comma-separated (ETCD).
+cluster_etcd() { each_member member_client_url; }
+
+initial_cluster() { each_member member_peer; }
 
 # member_pid K: the pid of host K's etcd while it runs, in its namespace.
 member_pid() {

@@ -12,16 +12,17 @@ etcd_b64() { printf '%s' "$1" | base64 -w0; }
 # prefix that ends with "/" ("/" + 1 is "0").
 etcd_prefix_end() { printf '%s0' "${1%/}"; }
 
+# etcd_members: the members of $ETCD (comma-separated URLs), one a line,
+# without a trailing /.
+etcd_members() { tr ',' '\n' <<< "$ETCD" | sed 's|/*$||; /^$/d'; }
+
 # etcd_call RPC JSON: POST one v3 RPC (kv/range, kv/put...) to the first
 # member of $ETCD that answers and print its answer. Fails with curl's
 # status of the last member tried: 7 none could be reached, 28 none
 # answered in time, 22 etcd refused the request.
 etcd_call() {
   local member rc=7 answer
-  local -a members
-  IFS=, read -r -a members <<< "$ETCD"
-  for member in "${members[@]}"; do
-    member="${member%/}"
+  for member in $(etcd_members); do
     if answer="$(curl -sSf --max-time "$ETCD_CALL_TIMEOUT" -X POST \
         -H 'Content-Type: application/json' -d "$2" \
         "$member/v3/$1" 2>/dev/null)"; then
@@ -94,11 +95,9 @@ REGISTRY_BRIDGE_PID="$MF_HOME/run/registry-bridge.pid"
 # v2 API is off or holds none.
 registry_v2_instances() {
   local member body
-  local -a members
-  IFS=, read -r -a members <<< "$ETCD"
-  for member in "${members[@]}"; do
+  for member in $(etcd_members); do
     if body="$(curl -sSf --max-time "$ETCD_CALL_TIMEOUT" \
-        "${member%/}/v2/keys/services?recursive=true" 2>/dev/null)"; then
+        "$member/v2/keys/services?recursive=true" 2>/dev/null)"; then
       grep -o '"key":"/services/[^"/]*/upstream/[^"/]*"' <<< "$body" |
         sed 's|^"key":"/services/\([^/]*\)/upstream/\([^"]*\)"$|\1 \2|' || true
       return 0
@@ -110,11 +109,9 @@ registry_v2_instances() {
 # gone, or v2 off).
 etcd_v2_delete() {
   local member
-  local -a members
-  IFS=, read -r -a members <<< "$ETCD"
-  for member in "${members[@]}"; do
+  for member in $(etcd_members); do
     curl -sS --max-time "$ETCD_CALL_TIMEOUT" -X DELETE -o /dev/null \
-      "${member%/}/v2/keys$1" 2>/dev/null && return 0
+      "$member/v2/keys$1" 2>/dev/null && return 0
   done
   return 0
 }
