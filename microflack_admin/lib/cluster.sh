@@ -16,8 +16,9 @@
 #
 # Roles by host: registry (1-3: an etcd member each), lb (4-5: HAProxy,
 # its watcher and the watchdog by mflb, and keepalived holding the
-# floating address), store (6), worker (7 and up). The registry and the
-# load balancers run today. Source after supervisor.sh too.
+# floating address), store (6: MariaDB and Redis), worker (7 and up: an
+# instance of every service, by install/setup-worker.sh). Source after
+# supervisor.sh too.
 
 CLUSTER_NAME="${CLUSTER_NAME:-mf}"
 CLUSTER_SUBNET="${CLUSTER_SUBNET:-10.213.37.0/24}"
@@ -32,8 +33,14 @@ CLUSTER_ETCD_ELECTION="${CLUSTER_ETCD_ELECTION:-500}"
 # held by etcd for 5 s and more, so a client must give up on that member
 # and try the next one soon enough to carry on within 2 s.
 CLUSTER_CLIENT_TIMEOUT=1
+# The workers' instances' lease: an instance cut off from the registry
+# (a partition) cannot follow the revocations, and leaves rotation when
+# its lease ends, within 10 s; renewed every 2 s, so that it is back in
+# rotation a moment after the partition heals.
+CLUSTER_REGISTRATION_TTL=10
+CLUSTER_REGISTRATION_REFRESH=2
 
-CLUSTER_MIN_HOSTS=7
+CLUSTER_MIN_HOSTS=8
 CLUSTER_MAX_HOSTS=253       # .2 to .254 of the /24
 CLUSTER_REGISTRY_HOSTS=3
 CLUSTER_ETCD_CLIENT_PORT=2379
@@ -509,13 +516,214 @@ lb_line() {
   return "$rc"
 }
 
-# start_host_roles K: what host K's role runs (the registry's and the load
-# balancers' today).
+# -- the store: MariaDB and Redis on host 6 ---------------------------
+
+CLUSTER_STORE_HOST=6
+CLUSTER_DB_PORT=3306
+CLUSTER_REDIS_PORT=6379
+CLUSTER_DB_ADMIN=mfadmin
+
+store_addr() { host_addr "$CLUSTER_STORE_HOST"; }
+store_dir() { printf '%s/%s\n' "$(host_dir "$CLUSTER_STORE_HOST")" "$1"; }
+store_pidfile() { printf '%s/run/h%s-%s.pid\n' "$CLUSTER_HOME" "$CLUSTER_STORE_HOST" "$1"; }
+db_admin_cnf() { printf '%s/secrets/db-admin.cnf\n' "$CLUSTER_HOME"; }
+store_root_cnf() { printf '%s/root.cnf\n' "$(store_dir mariadb)"; }
+
+# store_pid mariadb|redis: the pid of the store's daemon while it runs in
+# its namespace.
+store_pid() {
+  local pid
+  pid="$(running_pid "$(store_pidfile "$1")" "$(store_dir "$1")")" ||
+    return 1
+  ip netns pids "$(host_ns "$CLUSTER_STORE_HOST")" 2>/dev/null |
+    grep -qx "$pid" || return 1
+  printf '%s\n' "$pid"
+}
+
+mariadb_answers() {
+  mariadb --defaults-extra-file="$(store_root_cnf)" -e 'SELECT 1' >/dev/null 2>&1
+}
+
+redis_answers() {
+  redis-cli -h "$(store_addr)" -p "$CLUSTER_REDIS_PORT" ping 2>/dev/null |
+    grep -qx PONG
+}
+
+# ensure_cluster_secrets: the platform's secrets, shared by every host
+# (made once, mode 600): make-secrets.sh's, with the cluster's home as
+# MF_HOME.
+ensure_cluster_secrets() {
+  MF_HOME="$CLUSTER_HOME" "$MF_ADMIN/install/make-secrets.sh" 2>/dev/null ||
+    die "cannot make the cluster's secrets in $CLUSTER_HOME/secrets"
+  add_secret "$(cluster_secrets)" DB_ADMIN_PASSWORD
+}
+
+# start_mariadb: a mariadbd of the store host's own (data in its folder,
+# root on its socket), listening on the host's address; the services'
+# administrator CLUSTER_DB_ADMIN may connect from any host, with a
+# password (DB_ADMIN_CNF of the workers).
+start_mariadb() {
+  local dir ns password
+  dir="$(store_dir mariadb)" ns="$(host_ns "$CLUSTER_STORE_HOST")"
+  if ! store_pid mariadb >/dev/null; then
+    if [ ! -x /usr/sbin/mariadbd ] ||
+        ! command -v mariadb-install-db >/dev/null; then
+      die "MariaDB is not installed: run microflack_admin/install/setup-host.sh"
+    fi
+    mkdir -p "$dir" "$CLUSTER_HOME/run" "$CLUSTER_HOME/logs"
+    printf '[client]\nprotocol=socket\nsocket=%s/mysqld.sock\nuser=root\n' \
+      "$dir" > "$(store_root_cnf)"
+    if [ ! -d "$dir/data/mysql" ]; then
+      log "creating the store's database in $dir/data"
+      mariadb-install-db --no-defaults --datadir="$dir/data" --user=root \
+        --auth-root-authentication-method=socket --skip-test-db \
+        >> "$CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-mariadb.log" 2>&1 ||
+        die "mariadb-install-db failed (see $CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-mariadb.log)"
+    fi
+    log "starting MariaDB on h$CLUSTER_STORE_HOST ($(store_addr):$CLUSTER_DB_PORT)"
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+      ip netns exec "$ns" setsid /usr/sbin/mariadbd --no-defaults --user=root \
+      --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+      --bind-address="$(store_addr)" --port="$CLUSTER_DB_PORT" \
+      --pid-file="$dir/mariadbd.pid" --skip-log-bin \
+      --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+      --log-error="$CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-mariadb.log" \
+      < /dev/null >> "$CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-mariadb.log" 2>&1 &
+    echo $! > "$(store_pidfile mariadb)"
+  fi
+  wait_until 30 mariadb_answers ||
+    die "MariaDB did not start on h$CLUSTER_STORE_HOST (see $CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-mariadb.log)"
+  password="$(secret_value DB_ADMIN_PASSWORD)"
+  mariadb --defaults-extra-file="$(store_root_cnf)" <<SQL
+CREATE USER IF NOT EXISTS '$CLUSTER_DB_ADMIN'@'%' IDENTIFIED BY '$password';
+ALTER USER '$CLUSTER_DB_ADMIN'@'%' IDENTIFIED BY '$password';
+GRANT ALL ON *.* TO '$CLUSTER_DB_ADMIN'@'%' WITH GRANT OPTION;
+SQL
+  (
+    umask 077
+    printf '[client]\nprotocol=tcp\nhost=%s\nport=%s\nuser=%s\npassword=%s\n' \
+      "$(store_addr)" "$CLUSTER_DB_PORT" "$CLUSTER_DB_ADMIN" "$password" \
+      > "$(db_admin_cnf)"
+  )
+}
+
+# start_redis: a redis-server of the store host's own on its address
+# (no persistence: it carries pushes, nothing stored).
+start_redis() {
+  local dir
+  dir="$(store_dir redis)"
+  if ! store_pid redis >/dev/null; then
+    need_cmd redis-server redis-cli
+    mkdir -p "$dir" "$CLUSTER_HOME/run" "$CLUSTER_HOME/logs"
+    log "starting Redis on h$CLUSTER_STORE_HOST ($(store_addr):$CLUSTER_REDIS_PORT)"
+    # Not in protected mode: the workers reach it over the network (the
+    # cluster's subnet only; issue 19 gives it a password).
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+      ip netns exec "$(host_ns "$CLUSTER_STORE_HOST")" setsid redis-server \
+      --bind "$(store_addr)" --port "$CLUSTER_REDIS_PORT" --dir "$dir" \
+      --save '' --appendonly no --protected-mode no --daemonize no \
+      < /dev/null >> "$CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-redis.log" 2>&1 &
+    echo $! > "$(store_pidfile redis)"
+  fi
+  wait_until 10 redis_answers ||
+    die "Redis did not start on h$CLUSTER_STORE_HOST (see $CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-redis.log)"
+}
+
+start_store() {
+  ensure_cluster_secrets
+  start_mariadb
+  start_redis
+}
+
+# store_line: one line on the store's daemons (fails unless both answer).
+store_line() {
+  local rc=0 db=up redis=up
+  mariadb_answers || { db=DOWN; rc=3; }
+  redis_answers || { redis=DOWN; rc=3; }
+  printf 'mariadb %s:%s %s; redis %s:%s %s\n' "$(store_addr)" \
+    "$CLUSTER_DB_PORT" "$db" "$(store_addr)" "$CLUSTER_REDIS_PORT" "$redis"
+  return "$rc"
+}
+
+# -- the workers: service instances on hosts 7 and up -----------------
+
+# worker_env K COMMAND...: COMMAND on worker K, in its namespace, with its
+# own MF_HOME (the host's folder) and the settings of a worker
+# (install/setup-worker.sh).
+worker_env() {
+  local k="$1"
+  shift
+  env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
+    ${MF_PIP_VENV:+MF_PIP_VENV="$MF_PIP_VENV"} \
+    ${XDG_CACHE_HOME:+XDG_CACHE_HOME="$XDG_CACHE_HOME"} \
+    MF_HOME="$(host_dir "$k")" WHEELHOUSE="$WHEELHOUSE" \
+    MICROFLACK_IP="$(host_addr "$k")" HOST_ID="$CLUSTER-h$k" \
+    ETCD="$(cluster_etcd)" ETCD_TIMEOUT="$CLUSTER_CLIENT_TIMEOUT" \
+    REGISTRATION_TTL="$CLUSTER_REGISTRATION_TTL" \
+    REGISTRATION_REFRESH="$CLUSTER_REGISTRATION_REFRESH" \
+    LB_URL="http://$CLUSTER_VIP" \
+    REDIS="$(store_addr):$CLUSTER_REDIS_PORT" \
+    DB_HOST="$(store_addr)" DB_PORT="$CLUSTER_DB_PORT" \
+    DB_ADMIN_CNF="$(db_admin_cnf)" \
+    ip netns exec "$(host_ns "$k")" "$@"
+}
+
+# ensure_worker_shared: what the workers share on this machine: the
+# secrets, the admin tools' virtualenv and the builds (made once in the
+# cluster's home; each worker's MF_HOME links to them; on real hosts each
+# worker builds its own).
+ensure_worker_shared() {
+  ensure_lb_shared
+  ensure_cluster_secrets
+  if ! MF_HOME="$CLUSTER_HOME" WHEELHOUSE="$WHEELHOUSE" \
+      "$MF_ADMIN/bin/mfbuild" all > "$CLUSTER_HOME/logs/mfbuild.log" 2>&1; then
+    tail -n 20 "$CLUSTER_HOME/logs/mfbuild.log" >&2
+    die "the cluster's builds failed (see $CLUSTER_HOME/logs/mfbuild.log)"
+  fi
+}
+
+# start_worker K: setup-worker.sh on host K (one instance of every service
+# that has none there; those gone since forgotten).
+start_worker() {
+  local k="$1" dir
+  dir="$(host_dir "$k")"
+  mkdir -p "$dir" "$CLUSTER_HOME/releases"
+  ln -sfn "$(cluster_admin_venv)" "$dir/admin-venv"
+  ln -sfn "$CLUSTER_HOME/secrets" "$dir/secrets"
+  ln -sfn "$CLUSTER_HOME/releases" "$dir/releases"
+  log "starting the services on h$k ($(host_addr "$k"))"
+  if ! worker_env "$k" "$MF_ADMIN/install/setup-worker.sh" \
+      >> "$CLUSTER_HOME/logs/h$k-setup-worker.log" 2>&1; then
+    tail -n 20 "$CLUSTER_HOME/logs/h$k-setup-worker.log" >&2
+    die "the services did not start on h$k (see $CLUSTER_HOME/logs/h$k-setup-worker.log)"
+  fi
+}
+
+# worker_line K: one line on worker K's instances (fails unless every one
+# the supervisor has runs, and it has one of each service).
+worker_line() {
+  local k="$1" states running total
+  states="$("$(cluster_admin_venv)/bin/supervisorctl" \
+    -c "$(host_dir "$k")/supervisor/supervisord.conf" status 2>/dev/null)" || true
+  total="$(printf '%s' "$states" | grep -c . || true)"
+  running="$(printf '%s\n' "$states" | awk '$2 == "RUNNING" {print $1}' |
+    sed 's/_v.*//' | sort | paste -sd ' ' -)"
+  printf 'instances running: %s of %s (%s)\n' \
+    "$(printf '%s\n' "$states" | grep -c ' RUNNING ' || true)" "$total" \
+    "${running:-none}"
+  [ -n "$running" ] && [ "$(printf '%s\n' "$states" | grep -c ' RUNNING ' || true)" -eq "$total" ]
+}
+
+# start_host_roles K: what host K's role runs.
 start_host_roles() {
   case "$(host_role "$1")" in
     registry) start_member "$1" ;;
     lb) start_lb "$1" ;;
-    *) ;;
+    store) start_store ;;
+    worker)
+      ensure_worker_shared
+      start_worker "$1"
+      ;;
   esac
 }
 
@@ -560,7 +768,13 @@ cluster_up() {
   # The members wait for each other's first election; the load balancers
   # need the registry.
   wait_members_healthy 30 $(seq 1 "$CLUSTER_REGISTRY_HOSTS")
+  start_store
   start_lbs
+  # The workers' instances are routed by the load balancers.
+  ensure_worker_shared
+  for ((k = CLUSTER_STORE_HOST + 1; k <= CLUSTER_HOSTS; k++)); do
+    start_worker "$k"
+  done
   cluster_print
   log "cluster '$CLUSTER' is up; log in to a host with: $MF_SCRIPT exec --name $CLUSTER h1 bash"
 }
@@ -571,6 +785,9 @@ cluster_print() {
   printf 'ETCD=%s\nETCD_TIMEOUT=%s\n' "$(cluster_etcd)" "$CLUSTER_CLIENT_TIMEOUT"
   # The chat's URL: the floating address.
   printf 'URL=http://%s/\n' "$CLUSTER_VIP"
+  # The workers' log streams (mflogs with LOG_HOSTS).
+  printf 'LOG_HOSTS=%s\n' "$(for ((k = CLUSTER_STORE_HOST + 1; k <= CLUSTER_HOSTS; k++)); do
+    host_addr "$k"; done | paste -sd , -)"
   for ((k = 1; k <= CLUSTER_HOSTS; k++)); do
     printf '%-4s %-15s %-8s %s\n' "h$k" "$(host_addr "$k")" \
       "$(host_role "$k")" "$(host_ns "$k")"
@@ -687,6 +904,10 @@ cluster_status() {
         line+="; $(member_status "$k")" || rc=3
       elif is_lb_host "$k"; then
         line+="; $(lb_line "$k")" || rc=3
+      elif [ "$k" -eq "$CLUSTER_STORE_HOST" ]; then
+        line+="; $(store_line)" || rc=3
+      else
+        line+="; $(worker_line "$k")" || rc=3
       fi
     fi
     printf '%-4s %-15s %-8s %s\n' "h$k" "$(host_addr "$k")" \

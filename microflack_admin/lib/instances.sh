@@ -60,7 +60,11 @@ s.bind((sys.argv[1], 0))
 print(s.getsockname()[1])' "${INSTANCE_BIND:-$MICROFLACK_IP}"
 }
 
-host_id() { hostname -s | tr -c 'A-Za-z0-9\n-' '-'; }
+# host_id: this host's name in its instances' ids: HOST_ID when set (hosts
+# that share a name, as the namespaces of mfcluster do), else its name.
+host_id() {
+  printf '%s\n' "${HOST_ID:-$(hostname -s)}" | tr -c 'A-Za-z0-9\n-' '-'
+}
 
 # instance_field INSTANCE FIELD: one value of an instance's record.
 instance_field() {
@@ -195,7 +199,7 @@ flask_app_of() {
 # (e.g. UI_SOCKETIO=0, ALLOW_PRIVATE_LINKS=1). An instance adds its own
 # address and name.
 service_env() {
-  local service="$1" tag="$2" settings line
+  local service="$1" tag="$2" settings line name
   if [ -z "${JWT_SECRET_KEY:-}" ] || [ -z "${SECRET_KEY:-}" ]; then
     die "SECRET_KEY and JWT_SECRET_KEY are not set: run install/make-secrets.sh (or setup-all-in-one.sh)"
   fi
@@ -206,6 +210,11 @@ service_env() {
     "SECRET_KEY=$SECRET_KEY" "JWT_SECRET_KEY=$JWT_SECRET_KEY"
     "PYTHONUNBUFFERED=1"
   )
+  # The registry's timing, where a host sets it (the workers of several
+  # hosts: install/setup-worker.sh).
+  for name in ETCD_TIMEOUT REGISTRATION_TTL REGISTRATION_REFRESH; do
+    if [ -n "${!name:-}" ]; then SERVICE_ENV+=("$name=${!name}"); fi
+  done
   # The app `flask` loads. An image names its own (its FLASK_APP, set
   # when it was built).
   if [ "$MICROFLACK_RUNTIME" != docker ]; then
