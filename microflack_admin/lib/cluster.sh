@@ -44,7 +44,6 @@ CLUSTER_MIN_HOSTS=8
 CLUSTER_MAX_HOSTS=253       # .2 to .254 of the /24
 CLUSTER_REGISTRY_HOSTS=3
 CLUSTER_ETCD_CLIENT_PORT=2379
-CLUSTER_ETCD_PEER_PORT=2380
 CLUSTER_ETCD_BINARY="/usr/bin/etcd"
 # The load balancers: hosts 4 and 5, HAProxy on port 80 of every address
 # of theirs, keepalived moving the floating address (CLUSTER_VIP, by
@@ -159,6 +158,11 @@ host_number() {
   local k="$1"
   k="${k#"$CLUSTER-"}"
   k="${k#h}"
+  # A host's address names it too (WORKER_HOSTS).
+  if [ -n "$CLUSTER_PREFIX" ] && [[ "$k" == "$CLUSTER_PREFIX".* ]]; then
+    k="${k#"$CLUSTER_PREFIX".}"
+    if [[ "$k" =~ ^[0-9]{1,3}$ ]] && [ "$k" -ge 2 ]; then k=$((k - 1)); fi
+  fi
   if ! [[ "$k" =~ ^[1-9][0-9]{0,2}$ ]] || [ "$k" -gt "$CLUSTER_HOSTS" ]; then
     die "no host '$1' in cluster '$CLUSTER' (hosts: h1 to h$CLUSTER_HOSTS)"
   fi
@@ -234,12 +238,13 @@ each_member() {
   printf '%s\n' "$list"
 }
 
-member_peer() { printf 'h%s=http://%s:%s\n' "$1" "$(host_addr "$1")" "$CLUSTER_ETCD_PEER_PORT"; }
+member_name_addr() { printf 'h%s=%s\n' "$1" "$(host_addr "$1")"; }
+
+# member_list: every member as name=address, comma-separated.
+member_list() { each_member member_name_addr; }
 
 # cluster_etcd: the client URLs of every member, comma-separated (ETCD).
-cluster_etcd() { each_member member_client_url; }
-
-initial_cluster() { each_member member_peer; }
+cluster_etcd() { members_client_urls "$(member_list)"; }
 
 # member_pid K: the pid of host K's etcd while it runs, in its namespace.
 member_pid() {
@@ -270,18 +275,14 @@ start_member() {
   log "starting etcd on h$k ($addr)"
   # A clean environment: etcd reads ETCD_* variables as its flags, and
   # the platform's settings (ETCD_PORT...) are no flags of its.
+  local flags=() setting
+  while IFS= read -r setting; do
+    flags+=("--${setting%%=*}" "${setting#*=}")
+  done < <(etcd_member_settings "h$k" "$addr" "$(member_list)" \
+    "microflack-$CLUSTER" "$(member_data "$k")" "$CLUSTER_ETCD_HEARTBEAT" \
+    "$CLUSTER_ETCD_ELECTION")
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    ip netns exec "$ns" setsid "$CLUSTER_ETCD_BINARY" --name "h$k" \
-    --data-dir "$(member_data "$k")" \
-    --listen-client-urls "http://$addr:$CLUSTER_ETCD_CLIENT_PORT,http://127.0.0.1:$CLUSTER_ETCD_CLIENT_PORT" \
-    --advertise-client-urls "http://$addr:$CLUSTER_ETCD_CLIENT_PORT" \
-    --listen-peer-urls "http://$addr:$CLUSTER_ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://$addr:$CLUSTER_ETCD_PEER_PORT" \
-    --initial-cluster "$(initial_cluster)" \
-    --initial-cluster-token "microflack-$CLUSTER" \
-    --initial-cluster-state new \
-    --heartbeat-interval "$CLUSTER_ETCD_HEARTBEAT" \
-    --election-timeout "$CLUSTER_ETCD_ELECTION" \
+    ip netns exec "$ns" setsid "$CLUSTER_ETCD_BINARY" "${flags[@]}" \
     --logger zap --log-outputs stderr \
     < /dev/null >> "$CLUSTER_HOME/logs/h$k-etcd.log" 2>&1 &
   echo $! > "$(member_pidfile "$k")"
@@ -319,7 +320,7 @@ is_lb_host() { [ "$(host_role "$1")" = lb ]; }
 lb_peer() { if [ "$1" -eq 4 ]; then echo 5; else echo 4; fi; }
 # Host 4 is preferred at the start; neither takes the address back.
 lb_priority() { if [ "$1" -eq 4 ]; then echo 150; else echo 100; fi; }
-keepalived_conf() { printf '%s/keepalived.conf\n' "$(host_dir "$1")"; }
+keepalived_conf_file() { printf '%s/keepalived.conf\n' "$(host_dir "$1")"; }
 keepalived_pidfile() { printf '%s/run/h%s-keepalived.pid\n' "$CLUSTER_HOME" "$1"; }
 cluster_secrets() { printf '%s/secrets/secrets.env\n' "$CLUSTER_HOME"; }
 cluster_admin_venv() { printf '%s/admin-venv\n' "$CLUSTER_HOME"; }
@@ -364,58 +365,18 @@ lb_mflb() {
 # write_keepalived_conf K: host K's VRRP instance: unicast to the other
 # load balancer, the floating address on eth0, HAProxy's answer tracked.
 write_keepalived_conf() {
-  local k="$1" peer
-  peer="$(lb_peer "$k")"
-  cat > "$(keepalived_conf "$k").new" <<CONF
-# Written by mfcluster: host h$k of cluster $CLUSTER, a load balancer.
-global_defs {
-  router_id $CLUSTER-h$k
-  script_user root
-  # The check is curl, in a folder only root may write to.
-  enable_script_security
-  vrrp_garp_master_refresh 5
-}
-
-# HAProxy answers on this host (any HTTP answer, a 503 too): when it does
-# not, this host gives the floating address up.
-vrrp_script haproxy_answers {
-  script "/usr/bin/curl -s -o /dev/null --noproxy 127.0.0.1 --max-time 1 http://127.0.0.1:$CLUSTER_LB_PORT/"
-  interval 1
-  timeout 2
-  fall 2
-  rise 2
-}
-
-vrrp_instance lb {
-  # Both start as backups and neither takes the address back from a
-  # master (nopreempt): a load balancer that comes back does not cost a
-  # second move.
-  state BACKUP
-  nopreempt
-  interface eth0
-  virtual_router_id $CLUSTER_VRRP_ROUTER_ID
-  version 3
-  priority $(lb_priority "$k")
-  advert_int $CLUSTER_VRRP_ADVERT
-  unicast_src_ip $(host_addr "$k")
-  unicast_peer {
-    $(host_addr "$peer")
-  }
-  virtual_ipaddress {
-    $CLUSTER_VIP/24 dev eth0
-  }
-  track_script {
-    haproxy_answers
-  }
-}
-CONF
-  mv "$(keepalived_conf "$k").new" "$(keepalived_conf "$k")"
+  local k="$1"
+  keepalived_conf "$CLUSTER-h$k" "$(host_addr "$k")" \
+    "$(host_addr "$(lb_peer "$k")")" "$CLUSTER_VIP/24" eth0 \
+    "$(lb_priority "$k")" "$CLUSTER_VRRP_ROUTER_ID" "$CLUSTER_VRRP_ADVERT" \
+    "$CLUSTER_LB_PORT" > "$(keepalived_conf_file "$k").new"
+  mv "$(keepalived_conf_file "$k").new" "$(keepalived_conf_file "$k")"
 }
 
 # keepalived_pid K: the pid of host K's keepalived while it runs there.
 keepalived_pid() {
   local pid
-  pid="$(running_pid "$(keepalived_pidfile "$1")" "$(keepalived_conf "$1")")" ||
+  pid="$(running_pid "$(keepalived_pidfile "$1")" "$(keepalived_conf_file "$1")")" ||
     return 1
   ip netns pids "$(host_ns "$1")" 2>/dev/null | grep -qx "$pid" || return 1
   printf '%s\n' "$pid"
@@ -435,7 +396,7 @@ start_keepalived() {
   log "starting keepalived on h$k (priority $(lb_priority "$k"))"
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     ip netns exec "$(host_ns "$k")" setsid "$CLUSTER_KEEPALIVED_BINARY" \
-    -n -l -D -f "$(keepalived_conf "$k")" \
+    -n -l -D -f "$(keepalived_conf_file "$k")" \
     -p "$CLUSTER_HOME/run/h$k-keepalived-main.pid" \
     -r "$CLUSTER_HOME/run/h$k-vrrp.pid" \
     < /dev/null >> "$CLUSTER_HOME/logs/h$k-keepalived.log" 2>&1 &
@@ -526,7 +487,7 @@ CLUSTER_DB_ADMIN=mfadmin
 store_addr() { host_addr "$CLUSTER_STORE_HOST"; }
 store_dir() { printf '%s/%s\n' "$(host_dir "$CLUSTER_STORE_HOST")" "$1"; }
 store_pidfile() { printf '%s/run/h%s-%s.pid\n' "$CLUSTER_HOME" "$CLUSTER_STORE_HOST" "$1"; }
-db_admin_cnf() { printf '%s/secrets/db-admin.cnf\n' "$CLUSTER_HOME"; }
+cluster_db_admin_cnf() { printf '%s/secrets/db-admin.cnf\n' "$CLUSTER_HOME"; }
 store_root_cnf() { printf '%s/root.cnf\n' "$(store_dir mariadb)"; }
 
 # store_pid mariadb|redis: the pid of the store's daemon while it runs in
@@ -594,16 +555,12 @@ start_mariadb() {
   wait_until 30 mariadb_answers ||
     die "MariaDB did not start on h$CLUSTER_STORE_HOST (see $CLUSTER_HOME/logs/h$CLUSTER_STORE_HOST-mariadb.log)"
   password="$(secret_value DB_ADMIN_PASSWORD)"
-  mariadb --defaults-extra-file="$(store_root_cnf)" <<SQL
-CREATE USER IF NOT EXISTS '$CLUSTER_DB_ADMIN'@'%' IDENTIFIED BY '$password';
-ALTER USER '$CLUSTER_DB_ADMIN'@'%' IDENTIFIED BY '$password';
-GRANT ALL ON *.* TO '$CLUSTER_DB_ADMIN'@'%' WITH GRANT OPTION;
-SQL
+  db_admin_sql "$CLUSTER_DB_ADMIN" "$password" |
+    mariadb --defaults-extra-file="$(store_root_cnf)"
   (
     umask 077
-    printf '[client]\nprotocol=tcp\nhost=%s\nport=%s\nuser=%s\npassword=%s\n' \
-      "$(store_addr)" "$CLUSTER_DB_PORT" "$CLUSTER_DB_ADMIN" "$password" \
-      > "$(db_admin_cnf)"
+    db_admin_cnf "$(store_addr)" "$CLUSTER_DB_PORT" "$CLUSTER_DB_ADMIN" \
+      "$password" > "$(cluster_db_admin_cnf)"
   )
 }
 
@@ -664,7 +621,7 @@ worker_env() {
     LB_URL="http://$CLUSTER_VIP" \
     REDIS="$(store_addr):$CLUSTER_REDIS_PORT" \
     DB_HOST="$(store_addr)" DB_PORT="$CLUSTER_DB_PORT" \
-    DB_ADMIN_CNF="$(db_admin_cnf)" \
+    DB_ADMIN_CNF="$(cluster_db_admin_cnf)" \
     ip netns exec "$(host_ns "$k")" "$@"
 }
 
@@ -699,19 +656,18 @@ start_worker() {
   fi
 }
 
-# worker_line K: one line on worker K's instances (fails unless every one
-# the supervisor has runs, and it has one of each service).
+# worker_line K: one line on worker K's instances (fails unless every
+# one its supervisor has runs, and it has one at least).
 worker_line() {
   local k="$1" states running total
   states="$("$(cluster_admin_venv)/bin/supervisorctl" \
     -c "$(host_dir "$k")/supervisor/supervisord.conf" status 2>/dev/null)" || true
-  total="$(printf '%s' "$states" | grep -c . || true)"
-  running="$(printf '%s\n' "$states" | awk '$2 == "RUNNING" {print $1}' |
-    sed 's/_v.*//' | sort | paste -sd ' ' -)"
-  printf 'instances running: %s of %s (%s)\n' \
-    "$(printf '%s\n' "$states" | grep -c ' RUNNING ' || true)" "$total" \
-    "${running:-none}"
-  [ -n "$running" ] && [ "$(printf '%s\n' "$states" | grep -c ' RUNNING ' || true)" -eq "$total" ]
+  total="$(grep -c . <<< "$states" || true)"
+  running="$(awk '$2 == "RUNNING" {sub(/_v.*/, "", $1); print $1}' <<< "$states" |
+    sort | paste -sd ' ' -)"
+  printf 'instances running: %s of %s (%s)\n' "$(wc -w <<< "$running")" \
+    "$total" "${running:-none}"
+  [ -n "$running" ] && [ "$(wc -w <<< "$running")" -eq "$total" ]
 }
 
 # start_host_roles K: what host K's role runs.
@@ -785,8 +741,8 @@ cluster_print() {
   printf 'ETCD=%s\nETCD_TIMEOUT=%s\n' "$(cluster_etcd)" "$CLUSTER_CLIENT_TIMEOUT"
   # The chat's URL: the floating address.
   printf 'URL=http://%s/\n' "$CLUSTER_VIP"
-  # The workers' log streams (mflogs with LOG_HOSTS).
-  printf 'LOG_HOSTS=%s\n' "$(for ((k = CLUSTER_STORE_HOST + 1; k <= CLUSTER_HOSTS; k++)); do
+  # The workers' log streams (mflogs with WORKER_HOSTS).
+  printf 'WORKER_HOSTS=%s\n' "$(for ((k = CLUSTER_STORE_HOST + 1; k <= CLUSTER_HOSTS; k++)); do
     host_addr "$k"; done | paste -sd , -)"
   for ((k = 1; k <= CLUSTER_HOSTS; k++)); do
     printf '%-4s %-15s %-8s %s\n' "h$k" "$(host_addr "$k")" \

@@ -1,35 +1,47 @@
-"""mfcluster (issue 18, first steps): several hosts on this machine, each a
-network namespace on one bridge, the registry's 3 etcd members on hosts
-h1-h3 and the load balancers on h4 and h5 (mflb's HAProxy and watcher,
-keepalived moving the floating address). One cluster for the whole module,
-under a name and a subnet of its own (so that it coexists with any other),
-removed by ``mfcluster down`` even when a test fails.
+"""mfcluster (issue 18): several hosts on this machine, each a network
+namespace on one bridge: the registry's 3 etcd members on hosts h1-h3, the
+load balancers on h4 and h5 (mflb's HAProxy and watcher, keepalived moving
+the floating address), the store on h6, the workers h7 and h8 running every
+service. One cluster for the whole module, under a name and a subnet of its
+own (so that it coexists with any other), removed by ``mfcluster down``
+even when a test fails.
 
 Every request goes to the cluster's own subnet, which exists only on its
-bridge. Scenario 2 of the issue (the etcd leader's host dies) writes its
-measured seconds to $MF_TEST_ARTIFACTS/cluster-leader-dies.json, scenario 3
-(the active load balancer's host dies) to cluster-lb-dies.json.
+bridge. Each scenario of the issue writes what it measured to
+$MF_TEST_ARTIFACTS/cluster-*.json; the scenarios under load are those of
+tools/cluster_scenarios.py, which mfbench-cluster runs too.
 """
 import base64
-import csv
 import json
 import os
-import random
 import re
 import secrets
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
-import requests
-import socketio
 import urllib3
-from mfplatform import ROOT, MixedLoad, clean_environ
+from cluster_scenarios import (
+    LB_HOSTS,
+    SERVICES,
+    Chat,
+    Cluster,
+    Listener,
+    fetch,
+    free_subnet,
+    lb_dies,
+    mfcluster,
+    parse_up,
+    process_line,
+    wait_for,
+    worker_cut_off,
+    worker_dies,
+)
+from mfplatform import ROOT, clean_environ
 
 from microflack_common.etcd_client import EtcdClient, EtcdError
 from microflack_common.registration import Registration
@@ -37,12 +49,12 @@ from microflack_common.revocation import RevocationList
 
 ADMIN = Path(__file__).resolve().parent.parent
 MFCLUSTER = str(ADMIN / 'bin' / 'mfcluster')
+MFUPGRADE = str(ADMIN / 'bin' / 'mfupgrade')
 ARTIFACTS = Path(os.environ.get('MF_TEST_ARTIFACTS')
                  or ROOT / '.test-home' / 'artifacts')
 HOSTS = 8
 ROLES = ['registry'] * 3 + ['lb'] * 2 + ['store'] + ['worker'] * 2
 WORKERS = (7, 8)
-SERVICES = ('ui', 'users', 'tokens', 'messages', 'socketio')
 # The issue's targets (2 s for scenario 2, 3 s for scenario 3) are figures
 # to measure, written to the artifacts and reported in the README, not
 # timed assertions: on a busy CI machine an election can take a client
@@ -51,144 +63,11 @@ SERVICES = ('ui', 'users', 'tokens', 'messages', 'socketio')
 CARRY_ON_SECONDS = 6.0
 # Scenario 3: the floating address answers again within this.
 FAILOVER_SECONDS = 8.0
-LB_HOSTS = (4, 5)
 # Processes of a load balancer: supervisord, HAProxy's master and worker,
 # the watcher, the watchdog, keepalived and its VRRP child.
 LB_PROCESSES = 7
 
 http = urllib3.PoolManager(retries=False)
-
-
-def used_prefixes():
-    """The first three octets of every IPv4 address and route here."""
-    text = ''
-    for args in (['ip', '-o', '-4', 'addr', 'show'],
-                 ['ip', '-4', 'route', 'show', 'table', 'all']):
-        text += subprocess.run(args, capture_output=True, text=True).stdout
-    return set(re.findall(r'\b(\d+\.\d+\.\d+)\.\d+', text))
-
-
-def free_subnet():
-    """A private /24 nothing on this machine uses (the script refuses one
-    routed elsewhere in any case)."""
-    used = used_prefixes()
-    candidates = [f'10.213.{third}' for third in range(100, 250)]
-    random.shuffle(candidates)
-    for prefix in candidates:
-        if prefix not in used:
-            return f'{prefix}.0/24'
-    pytest.fail('no free 10.213.x.0/24 subnet for the test cluster')
-
-
-def mfcluster(env, *args, check=True, timeout=120):
-    result = subprocess.run([MFCLUSTER, *args], env=env, capture_output=True,
-                            text=True, timeout=timeout)
-    if check:
-        assert result.returncode == 0, \
-            f'mfcluster {" ".join(args)}: {result.returncode}\n' \
-            f'{result.stdout}\n{result.stderr}'
-    return result
-
-
-class Cluster:
-    def __init__(self, home, name, subnet):
-        self.home = home
-        self.name = name
-        self.subnet = subnet
-        self.prefix = subnet.rsplit('.', 1)[0]
-        self.env = {**clean_environ(), 'MF_HOME': str(home),
-                    'CLUSTER_SUBNET': subnet}
-        if os.environ.get('MF_TEST_WHEELHOUSE'):
-            # The test command's wheelhouse (the load balancers' tools).
-            self.env['WHEELHOUSE'] = os.environ['MF_TEST_WHEELHOUSE']
-        self.printed = None
-
-    def run(self, verb, *args, check=True, timeout=120):
-        return mfcluster(self.env, verb, '--name', self.name, *args,
-                         check=check, timeout=timeout)
-
-    def up(self):
-        self.printed = parse_up(self.run('up').stdout)
-        return self.printed
-
-    def address(self, k):
-        return f'{self.prefix}.{k + 1}'
-
-    def namespace(self, k):
-        return f'{self.name}-h{k}'
-
-    @property
-    def etcd_urls(self):
-        return self.printed['ETCD'].split(',')
-
-    @property
-    def vip(self):
-        return f'{self.prefix}.100'
-
-    def vip_holders(self):
-        """The hosts whose eth0 has the floating address now."""
-        return [k for k in LB_HOSTS if f' {self.vip}/' in subprocess.run(
-            ['ip', '-n', self.namespace(k), '-o', '-4', 'addr', 'show',
-             'dev', 'eth0'], capture_output=True, text=True).stdout]
-
-    def pids(self, k):
-        """The processes of host k, but for keepalived's health checks (a
-        curl every second, forked by its VRRP process)."""
-        listed = subprocess.run(
-            ['ip', 'netns', 'pids', self.namespace(k)], capture_output=True,
-            text=True, check=True).stdout.split()
-        return sorted(pid for pid in listed if not health_check(pid))
-
-    def namespaces(self):
-        listed = subprocess.run(['ip', 'netns', 'list'], capture_output=True,
-                                text=True, check=True).stdout
-        return sorted(line.split()[0] for line in listed.splitlines()
-                      if line.startswith(f'{self.name}-'))
-
-    def links(self):
-        listed = subprocess.run(['ip', '-o', 'link', 'show'],
-                                capture_output=True, text=True,
-                                check=True).stdout
-        names = [line.split(': ')[1].split('@')[0]
-                 for line in listed.splitlines()]
-        return sorted(n for n in names if n.startswith(f'{self.name}-'))
-
-
-def process_line(pid):
-    """(command name, parent pid) of a process; None once it is gone."""
-    try:
-        stat = Path(f'/proc/{pid}/stat').read_text()
-    except OSError:
-        return None
-    name = stat[stat.index('(') + 1:stat.rindex(')')]
-    return name, stat[stat.rindex(')') + 2:].split()[1]
-
-
-def health_check(pid):
-    """Whether a process is one of keepalived's checks: curl, or a fork of
-    keepalived's VRRP process (itself a child of keepalived) not yet
-    curl. One gone meanwhile counts too."""
-    line = process_line(pid)
-    if line is None or line[0] == 'curl':
-        return True
-    parents = []
-    while line and line[0] == 'keepalived' and len(parents) < 3:
-        parents.append(line)
-        line = process_line(line[1])
-    return len(parents) >= 3
-
-
-def parse_up(stdout):
-    """``up``'s output: its settings (NAME=value lines) and its hosts
-    (host, address, role, namespace)."""
-    printed = {'hosts': []}
-    for line in stdout.splitlines():
-        if re.match(r'^[A-Z_]+=', line):
-            name, value = line.split('=', 1)
-            printed[name] = value
-        elif line.strip():
-            printed['hosts'].append(line.split())
-    return printed
 
 
 def member_status(url):
@@ -204,15 +83,6 @@ def healthy(url):
     except urllib3.exceptions.HTTPError:
         return False
     return rv.status == 200 and json.loads(rv.data).get('health') == 'true'
-
-
-def leaders(cluster):
-    found = []
-    for k, url in enumerate(cluster.etcd_urls, start=1):
-        status = member_status(url)
-        if status['header']['member_id'] == status['leader']:
-            found.append(k)
-    return found
 
 
 def serializable_value(url, key):
@@ -231,26 +101,22 @@ def unb64(text):
     return base64.b64decode(text).decode()
 
 
-def wait_for(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 @pytest.fixture(scope='module')
 def cluster(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.fail('mfcluster needs root (network namespaces)')
+    env = clean_environ()
+    if os.environ.get('MF_TEST_WHEELHOUSE'):
+        # The test command's wheelhouse (the load balancers' tools, the
+        # workers' builds).
+        env['WHEELHOUSE'] = os.environ['MF_TEST_WHEELHOUSE']
     cluster = Cluster(tmp_path_factory.mktemp('cluster-home'),
-                      't' + secrets.token_hex(3), free_subnet())
+                      't' + secrets.token_hex(3), free_subnet(), env)
     try:
         cluster.up()
         yield cluster
     finally:
-        mfcluster(cluster.env, 'down', '--name', cluster.name, check=False)
+        cluster.down()
 
 
 # -- the hosts ----------------------------------------------------------
@@ -332,7 +198,7 @@ def test_the_registry_is_one_cluster_of_three(cluster):
     statuses = [member_status(url) for url in cluster.etcd_urls]
     assert len({status['header']['cluster_id'] for status in statuses}) == 1
     assert len({status['leader'] for status in statuses}) == 1
-    assert len(leaders(cluster)) == 1
+    assert len(cluster.leaders()) == 1
     assert all(healthy(url) for url in cluster.etcd_urls)
     # v3 only: the v2 API is not there.
     for url in cluster.etcd_urls:
@@ -379,7 +245,7 @@ def test_the_leaders_host_dies(cluster):
         client.put('/scenario/written', 'before')
         start_revision = client.revision() + 1
         sampler.start()
-        [leader] = leaders(cluster)
+        [leader] = cluster.leaders()
         killed_url = urls[leader - 1]
 
         killed = time.monotonic()
@@ -442,7 +308,7 @@ def test_the_leaders_host_dies(cluster):
         assert wait_for(lambda: serializable_value(
             killed_url, '/scenario/written') == written, 10)
         assert all(healthy(url) for url in urls)
-        assert len(leaders(cluster)) == 1
+        assert len(cluster.leaders()) == 1
         shown = cluster.run('status').stdout
         assert shown.count(': healthy, ') == 3
     finally:
@@ -453,20 +319,6 @@ def test_the_leaders_host_dies(cluster):
 
 
 # -- the load balancers -------------------------------------------------
-
-
-def fetch(address, path, timeout=1.0):
-    """(status, body) of a GET on a new connection (none kept to a host
-    that may die), or None when nothing answers."""
-    conn = HTTPConnection(address, 80, timeout=timeout)
-    try:
-        conn.request('GET', path, headers={'Connection': 'close'})
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    except OSError:
-        return None
-    finally:
-        conn.close()
 
 
 class Backend:
@@ -659,146 +511,34 @@ def test_a_dead_haproxy_moves_the_address_and_up_starts_it(cluster, hello):
 # -- the workers: the chat on several hosts -----------------------------
 
 
-class Chat:
-    """The chat at the cluster's floating address: a user and its token,
-    the load balancer's statistics."""
-
-    def __init__(self, cluster):
-        self.cluster = cluster
-        self.url = f'http://{cluster.vip}'
-        self.session = requests.Session()
-        self.session.trust_env = False
-        secrets_file = (cluster.home / 'cluster' / cluster.name / 'secrets'
-                        / 'secrets.env')
-        values = dict(line.split('=', 1) for line in
-                      secrets_file.read_text().splitlines() if '=' in line)
-        self.stats_auth = (values['STATS_USER'], values['STATS_PASSWORD'])
-        nickname = 'c' + secrets.token_hex(4)
-        rv = self.session.post(f'{self.url}/api/users', timeout=10, json={
-            'nickname': nickname, 'password': 'secret'})
-        assert rv.status_code == 201, rv.text
-        rv = self.session.post(f'{self.url}/api/tokens', timeout=10,
-                               auth=(nickname, 'secret'))
-        assert rv.status_code == 200, rv.text
-        self.headers = {'Authorization': f'Bearer {rv.json()["token"]}'}
-
-    def servers(self):
-        """{instance: (status, check status)} of every server the load
-        balancer holding the floating address has."""
-        rv = self.session.get(f'{self.url}/stats;csv', auth=self.stats_auth,
-                              timeout=2)
-        rv.raise_for_status()
-        rows = list(csv.DictReader(rv.text.lstrip('# ').splitlines()))
-        return {row['svname']: (row['status'], row['check_status'])
-                for row in rows
-                if row['svname'] not in ('FRONTEND', 'BACKEND')}
-
-    def routed(self, k):
-        """The services with an instance of host k UP, checked."""
-        tag = f'_{self.cluster.name}-h{k}_'
-        try:
-            servers = self.servers()
-        except requests.RequestException:
-            return set()
-        return {name.split('_v')[0] for name, (status, check) in
-                servers.items()
-                if tag in name and status == 'UP' and check == 'L7OK'}
-
-    def registered(self, k):
-        """The instances of host k in the registry."""
-        tag = f'_{self.cluster.name}-h{k}_'
-        client = EtcdClient(self.cluster.etcd_urls, timeout=1)
-        return {kv.key.rsplit('/', 1)[1]
-                for kv in client.get_prefix('/services/').kvs
-                if '/upstream/' in kv.key and tag in kv.key}
-
-    def get(self, session):
-        return session.get(f'{self.url}/api/messages', timeout=10)
-
-    def post(self, session):
-        return session.post(f'{self.url}/api/messages', timeout=10,
-                            headers=self.headers,
-                            json={'source': f'load {uuid.uuid4().hex}'})
-
-    def stored(self):
-        """The ids of every message, page after page."""
-        ids, path = set(), '/api/messages?updated_since=0'
-        while True:
-            rv = self.session.get(f'{self.url}{path}', timeout=10)
-            assert rv.status_code == 200, rv.text
-            page = rv.json()
-            ids.update(message['id'] for message in page['messages'])
-            if not page['_meta']['more']:
-                return ids
-            path = page['_links']['next']
-
-
-class Listener:
-    """A Socket.IO client at the floating address that reconnects by
-    itself and, like the chat's page, catches up on every (re)connection
-    from the changes feed; keeps the ids of the messages it got."""
-
-    def __init__(self, chat):
-        self.chat = chat
-        self.ids = set()
-        self.connections = 0
-        self.since = None
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2,
-                                   reconnection_delay_max=1,
-                                   randomization_factor=0.5)
-        self.sio.on('connect', self._connected)
-        self.sio.on('updated_model', self._updated)
-
-    def _connected(self):
-        self.connections += 1
-        if self.since is None:
-            return
-        rv = self.http.get(f'{self.chat.url}/api/messages', timeout=10,
-                          params={'updated_since': int(self.since) - 1})
-        if rv.status_code == 200:
-            self.ids.update(m['id'] for m in rv.json()['messages'])
-
-    def _updated(self, data):
-        if data.get('class') == 'Message':
-            self.ids.add(data['model']['id'])
-            self.since = max(self.since or 0, data['model']['updated_at'])
-
-    def start(self):
-        self.sio.connect(self.chat.url, transports=['websocket'],
-                         socketio_path='/socket.io', wait_timeout=10)
-        return self
-
-    def stop(self):
-        self.sio.disconnect()
-
-
 @pytest.fixture(scope='module')
 def chat(cluster):
-    url = f'http://{cluster.vip}/api/messages'
-    assert wait_for(lambda: fetch(cluster.vip, '/api/messages') is not None
-                    and fetch(cluster.vip, '/api/messages')[0] == 200, 30), url
+    assert wait_for(lambda: (fetch(cluster.vip, '/api/messages') or
+                             (0,))[0] == 200, 30)
     return Chat(cluster)
 
 
-def report(name, figures):
+def report(name, outcome):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f'{name}.json').write_text(
-        json.dumps(figures, indent=2) + '\n')
-    print(f'\n{name}:', json.dumps(figures))
+        json.dumps(outcome.figures, indent=2) + '\n')
+    print(f'\n{name}:', json.dumps(outcome.figures))
+    return outcome.figures
+
+
+def services_of(instances):
+    return {name.split('_v')[0] for name in instances}
 
 
 def test_every_worker_runs_every_service(cluster, chat):
     """Each worker runs an instance of every service, registered with the
     worker's address and routed by the load balancer."""
+    assert cluster.workers == list(WORKERS)
     for k in WORKERS:
         registered = chat.registered(k)
-        assert {name.split('_v')[0] for name in registered} == set(SERVICES)
-        client = EtcdClient(cluster.etcd_urls, timeout=1)
-        for kv in client.get_prefix('/services/').kvs:
-            if '/upstream/' in kv.key and f'-h{k}_' in kv.key:
-                assert kv.value.startswith(f'{cluster.address(k)}:'), kv
+        assert services_of(registered) == set(SERVICES)
+        assert all(address.startswith(f'{cluster.address(k)}:')
+                   for address in registered.values()), registered
         assert wait_for(lambda k=k: chat.routed(k) == set(SERVICES), 10)
     shown = cluster.run('status').stdout
     for k in WORKERS:
@@ -814,22 +554,25 @@ def test_every_worker_runs_every_service(cluster, chat):
         assert wait_for(lambda: rv.json()['id'] in listener.ids, 10)
     finally:
         listener.stop()
+    # Logged in to a worker, the scripts act on its instances.
+    listed = cluster.run('exec', cluster.address(7), 'bash', '-c',
+                         'echo "$MF_HOME $HOST_ID"; ls "$MF_HOME/run/instances"'
+                         ).stdout.split()
+    assert listed[:2] == [str(cluster.folder / 'h7'), f'{cluster.name}-h7']
+    assert services_of(name for name in listed[2:]
+                       if name.endswith('.info')) == set(SERVICES)
 
 
 def test_mflogs_follows_every_workers_log(cluster, chat):
-    """mflogs with LOG_HOSTS (as ``up`` prints it) merges the log streams
-    of every worker; each line starts with its instance, the filter
-    applies to all."""
-    assert cluster.printed['LOG_HOSTS'] == ','.join(
+    """mflogs with WORKER_HOSTS (as ``up`` prints it) merges the log
+    streams of every worker; each line starts with its instance, the
+    filter applies to all."""
+    assert cluster.printed['WORKER_HOSTS'] == ','.join(
         cluster.address(k) for k in WORKERS)
-    secrets_file = (cluster.home / 'cluster' / cluster.name / 'secrets'
-                    / 'secrets.env')
-    values = dict(line.split('=', 1) for line in
-                  secrets_file.read_text().splitlines() if '=' in line)
     env = {**clean_environ(), 'MF_HOME': str(cluster.home / 'elsewhere'),
-           'LOG_HOSTS': cluster.printed['LOG_HOSTS'],
-           'LOGS_USER': values['LOGS_USER'],
-           'LOGS_PASSWORD': values['LOGS_PASSWORD']}
+           'WORKER_HOSTS': cluster.printed['WORKER_HOSTS'],
+           'LOGS_USER': cluster.secret('LOGS_USER'),
+           'LOGS_PASSWORD': cluster.secret('LOGS_PASSWORD')}
     follower = subprocess.Popen(
         [str(ADMIN / 'bin' / 'mflogs'), '-n', '1000', 'users'], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -856,60 +599,19 @@ def test_a_worker_host_dies_and_comes_back(cluster, chat):
     Then h8 comes back (revive-host: what the host runs when it boots) and
     every service on it is routed again, without anything else."""
     assert chat.routed(8) == set(SERVICES)
-    listeners = [Listener(chat).start() for _ in range(20)]
-    try:
-        with MixedLoad(chat.get, chat.post, clients=8) as load:
-            time.sleep(2)
-            killed = time.monotonic()
-            cluster.run('kill-host', 'h8')
-            assert wait_for(lambda: not chat.routed(8), 10, 0.02)
-            out = time.monotonic() - killed
-            time.sleep(3)
-            reconnected = sum(listener.connections > 1
-                              for listener in listeners)
-            revived = time.monotonic()
-            cluster.run('revive-host', 'h8', timeout=180)
-            assert wait_for(lambda: chat.routed(8) == set(SERVICES), 20,
-                            0.05)
-            routed_again = time.monotonic() - revived
-            time.sleep(2)
-        stored = chat.stored()
-        created = set(load.created)
-        time.sleep(1)      # the last pushes
-        missed = [len(created - listener.ids) for listener in listeners]
-    finally:
-        for listener in listeners:
-            listener.stop()
-    failed_gets = [f for f in load.failures if f[0] == 'GET']
-    failed_posts = [f for f in load.failures if f[0] == 'POST']
-    figures = {'left rotation (s)': round(out, 3),
-               'requests': load.requests,
-               'failed GETs': len(failed_gets),
-               'failed POSTs': len(failed_posts),
-               'messages lost': len(created - stored),
-               'Socket.IO clients reconnected': reconnected,
-               'Socket.IO clients missing a message': sum(map(bool, missed)),
-               'routed again after revive-host (s)': round(routed_again, 3)}
-    report('cluster-worker-dies', figures)
-    assert out <= FAILOVER_SECONDS, figures
-    assert failed_gets == [], load.failures
+    outcome = worker_dies(cluster, chat, 8)
+    figures = report('cluster-worker-dies', outcome)
+    assert figures['left rotation (s)'] is not None
+    assert figures['left rotation (s)'] <= FAILOVER_SECONDS, figures
+    assert figures['failed GETs'] == 0, outcome.failures
     # One POST per client at most can be in flight on h8 when it dies.
-    assert len(failed_posts) <= 8, load.failures
-    assert created <= stored
-    assert reconnected >= 1, figures
-    assert not any(missed), figures
-    assert {name.split('_v')[0] for name in chat.registered(8)} == \
-        set(SERVICES)
+    assert figures['failed POSTs'] <= 8, outcome.failures
+    assert figures['messages lost'] == 0, figures
+    assert figures['Socket.IO clients reconnected'] >= 1, figures
+    assert figures['Socket.IO clients missing a message'] == 0, figures
+    assert figures['routed again after revive-host (s)'] is not None
+    assert services_of(chat.registered(8)) == set(SERVICES)
     assert cluster.run('status', check=False).returncode == 0
-
-
-def partition(cluster, k, cut):
-    """Cut host k off from the registry hosts (or heal it): its packets to
-    them go nowhere; the load balancers still reach it."""
-    for member in (1, 2, 3):
-        subprocess.run(['ip', '-n', cluster.namespace(k), 'route',
-                        'add' if cut else 'del', 'blackhole',
-                        f'{cluster.address(member)}/32'], check=True)
 
 
 def test_a_worker_cut_off_from_the_registry(cluster, chat):
@@ -921,45 +623,69 @@ def test_a_worker_cut_off_from_the_registry(cluster, chat):
     again and are routed within seconds (no stale route either way). No
     request fails throughout."""
     assert chat.routed(7) == set(SERVICES)
-    seen = []       # (seconds since the cut, h7's instances registered)
-    try:
-        with MixedLoad(chat.get, chat.post, clients=8) as load:
-            cut = time.monotonic()
-            partition(cluster, 7, True)
-            while time.monotonic() - cut < 16:
-                seen.append((time.monotonic() - cut,
-                             len(chat.registered(7))))
-                time.sleep(0.2)
-            unrouted = chat.routed(7)
-            healed = time.monotonic()
-            partition(cluster, 7, False)
-            assert wait_for(lambda: chat.routed(7) == set(SERVICES), 20,
-                            0.05)
-            back = time.monotonic() - healed
-            time.sleep(1)
-    finally:
-        subprocess.run(['ip', '-n', cluster.namespace(7), 'route', 'flush',
-                        'type', 'blackhole'], capture_output=True)
-    gone = [at for at, count in seen if count == 0]
-    changes = sum(1 for (_, a), (_, b) in zip(seen, seen[1:], strict=False)
-                  if a != b)
-    figures = {'left the registry after (s)': round(gone[0], 3) if gone
-               else None,
-               'registry changes during the partition': changes,
-               'routed again after healing (s)': round(back, 3),
-               'requests': load.requests,
-               'failed requests': len(load.failures)}
-    report('cluster-partition', figures)
-    assert gone, seen
-    # Out once, and for good while cut off (the 5 instances may expire
-    # in a few steps, never come back).
-    assert all(count == 0 for at, count in seen if at >= gone[0]), seen
-    assert gone[0] <= 10 + 2 + 2, seen
-    assert unrouted == set(), unrouted
-    assert load.failures == [], load.failures
-    assert back <= 10, figures
-    assert {name.split('_v')[0] for name in chat.registered(7)} == \
-        set(SERVICES)
+    outcome = worker_cut_off(cluster, chat, 7)
+    figures = report('cluster-partition', outcome)
+    left = figures['left the registry after (s)']
+    assert left is not None and left <= 10 + 2 + 2, figures
+    assert figures['back in the registry while cut off'] == 0, figures
+    assert figures['routed at the end of the partition'] == [], figures
+    assert figures['failed requests'] == 0, outcome.failures
+    back = figures['routed again after healing (s)']
+    assert back is not None and back <= 10, figures
+    assert services_of(chat.registered(7)) == set(SERVICES)
+
+
+def test_mfupgrade_rolls_a_service_on_every_host(cluster, chat):
+    """``mfupgrade roll`` with WORKER_HOSTS and HOST_EXEC (here mfcluster
+    exec) rolls the service on each worker in turn, under load: no request
+    fails, no message is lost, every instance ends on the new build."""
+    tag = '9.9.9'
+    subprocess.run([str(ADMIN / 'bin' / 'mfbuild'), '--tag', tag,
+                    'messages'], env={**cluster.env,
+                                      'MF_HOME': str(cluster.folder)},
+                   check=True, capture_output=True, timeout=600)
+    env = {**cluster.env, 'WORKER_HOSTS': cluster.printed['WORKER_HOSTS'],
+           'HOST_EXEC': f'{MFCLUSTER} exec --name {cluster.name}'}
+    with chat.load() as load:
+        time.sleep(1)
+        result = subprocess.run([MFUPGRADE, 'roll', 'messages', tag],
+                                env=env, capture_output=True, text=True,
+                                timeout=600)
+        time.sleep(1)
+    assert result.returncode == 0, result.stderr
+    order = [line for line in result.stderr.splitlines()
+             if line.startswith('mfupgrade: rolling messages on')]
+    assert order == [f'mfupgrade: rolling messages on {cluster.address(k)}'
+                     for k in WORKERS]
+    instances = chat.registered(service='messages')
+    assert len(instances) == len(WORKERS), instances
+    assert all(name.startswith(f'messages_v{tag}_') for name in instances)
+    assert load.failures == []
+    assert set(load.created) <= chat.stored()
+    # A host it cannot reach stops the roll there.
+    bad = {**env, 'WORKER_HOSTS': f'h99,{cluster.address(7)}'}
+    result = subprocess.run([MFUPGRADE, 'roll', 'messages'], env=bad,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert 'the roll stopped on h99' in result.stderr
+    assert f'rolling messages on {cluster.address(7)}' not in result.stderr
+
+
+def test_socketio_clients_follow_the_floating_address(cluster, chat):
+    """Scenario 3 with the chat: the active load balancer's host dies
+    under load; the address answers again, the 20 Socket.IO clients
+    reconnect by themselves and miss no message, no message is lost."""
+    outcome = lb_dies(cluster, chat)
+    figures = report('cluster-lb-dies-chat', outcome)
+    answered = figures['the address answered again after (s)']
+    assert answered is not None and answered <= FAILOVER_SECONDS, figures
+    assert figures['every Socket.IO client reconnected after (s)'] \
+        is not None, figures
+    assert figures['new requests after that failed'] == 0, figures
+    assert figures['messages lost'] == 0, figures
+    assert figures['Socket.IO clients missing a message'] == 0, figures
+    assert wait_for(lambda: cluster.run('status', check=False).returncode
+                    == 0, 20)
 
 
 # -- the command line ---------------------------------------------------
