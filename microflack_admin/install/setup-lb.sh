@@ -26,13 +26,7 @@ source "$(dirname "$(readlink -f "$0")")/../lib/common.sh"
 # shellcheck source=../lib/roles.sh
 source "$MF_ADMIN/lib/roles.sh"
 
-print=
-case "${1:-}" in
-  --print) print=1 ;;
-  '') ;;
-  *) usage "[--print]" "settings come from the environment (see the script's header)" ;;
-esac
-[ $# -le 1 ] || usage "[--print]"
+role_options "$@"
 [[ "${LB_PEER:-}" =~ ^[0-9]+(\.[0-9]+){3}$ ]] ||
   die "LB_PEER must be the other load balancer's address, not '${LB_PEER:-}'"
 [[ "${LB_VIP:-}" =~ ^[0-9]+(\.[0-9]+){3}/[0-9]{1,2}$ ]] ||
@@ -49,7 +43,7 @@ interface="${LB_INTERFACE:-$(ip -o -4 addr show 2>/dev/null |
 conf="$(keepalived_conf "microflack-$(hostname -s)" "$MICROFLACK_IP" \
   "$LB_PEER" "$LB_VIP" "$interface" "$priority" "${LB_ROUTER_ID:-18}" 0.5 \
   "$LB_PORT")"
-if [ -n "$print" ]; then
+if [ -n "$ROLE_PRINT" ]; then
   printf '%s\n' "$conf"
   exit 0
 fi

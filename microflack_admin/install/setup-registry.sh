@@ -24,13 +24,7 @@ source "$(dirname "$(readlink -f "$0")")/../lib/common.sh"
 # shellcheck source=../lib/roles.sh
 source "$MF_ADMIN/lib/roles.sh"
 
-print=
-case "${1:-}" in
-  --print) print=1 ;;
-  '') ;;
-  *) usage "[--print]" "settings come from the environment (see the script's header)" ;;
-esac
-[ $# -le 1 ] || usage "[--print]"
+role_options "$@"
 members="${REGISTRY_MEMBERS:-}"
 [[ "$members" =~ ^[a-z0-9-]+=[0-9.]+(,[a-z0-9-]+=[0-9.]+)+$ ]] ||
   die "REGISTRY_MEMBERS must list every member as name=address, comma-separated (r1=10.0.0.2,r2=10.0.0.3,r3=10.0.0.4), not '$members'"
@@ -59,7 +53,7 @@ settings="# Written by microflack_admin/install/setup-registry.sh: member $name
 # of the MicroFlack registry.
 ETCD_ENABLE_V2=\"false\"
 $settings"
-if [ -n "$print" ]; then
+if [ -n "$ROLE_PRINT" ]; then
   printf '%s\n' "$settings"
   exit 0
 fi

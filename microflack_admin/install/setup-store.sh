@@ -19,13 +19,7 @@ source "$MF_ADMIN/lib/daemons.sh"
 # shellcheck source=../lib/roles.sh
 source "$MF_ADMIN/lib/roles.sh"
 
-print=
-case "${1:-}" in
-  --print) print=1 ;;
-  '') ;;
-  *) usage "[--print]" "settings come from the environment (see the script's header)" ;;
-esac
-[ $# -le 1 ] || usage "[--print]"
+role_options "$@"
 ! loopback_host "$MICROFLACK_IP" ||
   die "MICROFLACK_IP must be this host's address on the network the other hosts share, not $MICROFLACK_IP"
 
@@ -40,7 +34,7 @@ bind-address = 127.0.0.1,$MICROFLACK_IP"
 redis_conf="# Written by microflack_admin/install/setup-store.sh.
 bind 127.0.0.1 -::1 $MICROFLACK_IP
 protected-mode no"
-if [ -n "$print" ]; then
+if [ -n "$ROLE_PRINT" ]; then
   printf '%s:\n%s\n\n%s:\n%s\n' "$MARIADB_CONF" "$mariadb_conf" \
     "$REDIS_CONF" "$redis_conf"
   exit 0

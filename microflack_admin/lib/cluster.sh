@@ -344,22 +344,37 @@ ensure_lb_shared() {
 
 secret_value() { sed -n "s/^$1=//p" "$(cluster_secrets)" | head -n 1; }
 
-# lb_mflb K ARGS...: mflb on host K, in its namespace, with its own
-# MF_HOME (the host's folder), every registry member and the cluster's
-# client timeout.
-lb_mflb() {
-  local k="$1"
+# in_host K NAME=VALUE... -- COMMAND...: COMMAND on host K, in its
+# namespace, in a clean environment: the user's basics, the host's own
+# MF_HOME (its folder) and address, the wheelhouse, every registry member
+# and the cluster's client timeout, then the settings given.
+in_host() {
+  local k="$1" settings=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    settings+=("$1")
+    shift
+  done
   shift
   env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
     ${MF_PIP_VENV:+MF_PIP_VENV="$MF_PIP_VENV"} \
     ${XDG_CACHE_HOME:+XDG_CACHE_HOME="$XDG_CACHE_HOME"} \
     MF_HOME="$(host_dir "$k")" WHEELHOUSE="$WHEELHOUSE" \
     MICROFLACK_IP="$(host_addr "$k")" ETCD="$(cluster_etcd)" \
-    ETCD_TIMEOUT="$CLUSTER_CLIENT_TIMEOUT" \
-    LB_BIND=0.0.0.0 LB_PORT="$CLUSTER_LB_PORT" \
+    ETCD_TIMEOUT="$CLUSTER_CLIENT_TIMEOUT" "${settings[@]}" \
+    ip netns exec "$(host_ns "$k")" "$@"
+}
+
+# lb_mflb K ARGS...: mflb on host K, in its namespace, with its own
+# MF_HOME (the host's folder), every registry member and the cluster's
+# client timeout.
+lb_mflb() {
+  local k="$1"
+  shift
+  in_host "$k" LB_BIND=0.0.0.0 LB_PORT="$CLUSTER_LB_PORT" \
     STATS_USER="$(secret_value STATS_USER)" \
     STATS_PASSWORD="$(secret_value STATS_PASSWORD)" \
-    ip netns exec "$(host_ns "$k")" "$MF_ADMIN/bin/mflb" "$@"
+    -- "$MF_ADMIN/bin/mflb" "$@"
 }
 
 # write_keepalived_conf K: host K's VRRP instance: unicast to the other
@@ -610,19 +625,13 @@ store_line() {
 worker_env() {
   local k="$1"
   shift
-  env -i PATH="$PATH" HOME="${HOME:-/root}" LANG=C.UTF-8 \
-    ${MF_PIP_VENV:+MF_PIP_VENV="$MF_PIP_VENV"} \
-    ${XDG_CACHE_HOME:+XDG_CACHE_HOME="$XDG_CACHE_HOME"} \
-    MF_HOME="$(host_dir "$k")" WHEELHOUSE="$WHEELHOUSE" \
-    MICROFLACK_IP="$(host_addr "$k")" HOST_ID="$CLUSTER-h$k" \
-    ETCD="$(cluster_etcd)" ETCD_TIMEOUT="$CLUSTER_CLIENT_TIMEOUT" \
+  in_host "$k" HOST_ID="$CLUSTER-h$k" \
     REGISTRATION_TTL="$CLUSTER_REGISTRATION_TTL" \
     REGISTRATION_REFRESH="$CLUSTER_REGISTRATION_REFRESH" \
     LB_URL="http://$CLUSTER_VIP" \
     REDIS="$(store_addr):$CLUSTER_REDIS_PORT" \
     DB_HOST="$(store_addr)" DB_PORT="$CLUSTER_DB_PORT" \
-    DB_ADMIN_CNF="$(cluster_db_admin_cnf)" \
-    ip netns exec "$(host_ns "$k")" "$@"
+    DB_ADMIN_CNF="$(cluster_db_admin_cnf)" -- "$@"
 }
 
 # ensure_worker_shared: what the workers share on this machine: the

@@ -5,6 +5,19 @@
 # setup-store.sh) both use: an etcd member's settings, a load balancer's
 # keepalived.conf, the store's administrator. Source after common.sh.
 
+# role_options ARGS...: the role scripts' one option, --print (what the
+# script would write, on standard output, nothing changed): sets
+# ROLE_PRINT; anything else is a usage error.
+# shellcheck disable=SC2034 # the role scripts read ROLE_PRINT
+role_options() {
+  ROLE_PRINT=
+  case "$#:${1:-}" in
+    0:) ;;
+    1:--print) ROLE_PRINT=1 ;;
+    *) usage "[--print]" "settings come from the environment (see the script's header)" ;;
+  esac
+}
+
 # etcd_member_settings NAME ADDRESS MEMBERS TOKEN DATA HEARTBEAT ELECTION:
 # an etcd member's settings, one `flag=value` a line (etcd's flags without
 # their dashes; as variables: ETCD_<FLAG>): named NAME, on ADDRESS, one of

@@ -31,6 +31,8 @@ from cluster_scenarios import (
     Chat,
     Cluster,
     Listener,
+    Outcome,
+    Traffic,
     fetch,
     free_subnet,
     lb_dies,
@@ -629,7 +631,8 @@ def test_a_worker_cut_off_from_the_registry(cluster, chat):
     assert left is not None and left <= 10 + 2 + 2, figures
     assert figures['back in the registry while cut off'] == 0, figures
     assert figures['routed at the end of the partition'] == [], figures
-    assert figures['failed requests'] == 0, outcome.failures
+    assert outcome.failures == [], outcome.failures
+    assert figures['messages lost'] == 0, figures
     back = figures['routed again after healing (s)']
     assert back is not None and back <= 10, figures
     assert services_of(chat.registered(7)) == set(SERVICES)
@@ -646,7 +649,7 @@ def test_mfupgrade_rolls_a_service_on_every_host(cluster, chat):
                    check=True, capture_output=True, timeout=600)
     env = {**cluster.env, 'WORKER_HOSTS': cluster.printed['WORKER_HOSTS'],
            'HOST_EXEC': f'{MFCLUSTER} exec --name {cluster.name}'}
-    with chat.load() as load:
+    with Traffic(chat) as traffic:
         time.sleep(1)
         result = subprocess.run([MFUPGRADE, 'roll', 'messages', tag],
                                 env=env, capture_output=True, text=True,
@@ -660,8 +663,9 @@ def test_mfupgrade_rolls_a_service_on_every_host(cluster, chat):
     instances = chat.registered(service='messages')
     assert len(instances) == len(WORKERS), instances
     assert all(name.startswith(f'messages_v{tag}_') for name in instances)
-    assert load.failures == []
-    assert set(load.created) <= chat.stored()
+    figures = report('cluster-roll', Outcome(traffic.tally()))
+    assert traffic.failures == []
+    assert figures['messages lost'] == 0, figures
     # A host it cannot reach stops the roll there.
     bad = {**env, 'WORKER_HOSTS': f'h99,{cluster.address(7)}'}
     result = subprocess.run([MFUPGRADE, 'roll', 'messages'], env=bad,

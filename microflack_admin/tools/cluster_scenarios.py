@@ -392,55 +392,81 @@ class Outcome:
     failures: list = field(default_factory=list)
 
 
-def listening(chat, count):
-    return [Listener(chat).start() for _ in range(count)]
+class Traffic:
+    """A scenario's load: ``clients`` threads of GETs and POSTs and
+    ``sockets`` Socket.IO clients at the floating address, for the time
+    of a ``with`` block; then :meth:`tally` says what it cost."""
 
+    def __init__(self, chat, clients=8, sockets=0):
+        self.chat = chat
+        self.clients = clients
+        self.sockets = sockets
+        self.listeners = []
+        self.load = None
 
-def messages_missed(listeners, created):
-    time.sleep(1)       # the last pushes
-    return sum(bool(created - listener.ids) for listener in listeners)
+    def __enter__(self):
+        self.listeners = [Listener(self.chat).start()
+                          for _ in range(self.sockets)]
+        self.load = self.chat.load(self.clients).__enter__()
+        return self
 
+    def __exit__(self, *exc):
+        try:
+            self.load.__exit__(*exc)
+            time.sleep(1 if self.listeners else 0)     # the last pushes
+        finally:
+            for listener in self.listeners:
+                listener.stop()
 
-def split_failures(failures):
-    return ([f for f in failures if f[0] == 'GET'],
-            [f for f in failures if f[0] == 'POST'])
+    def reconnected(self):
+        """The Socket.IO clients that connected again."""
+        return sum(listener.connections > 1 for listener in self.listeners)
+
+    def all_reconnected(self):
+        return all(listener.connections > 1 and listener.sio.connected
+                   for listener in self.listeners)
+
+    @property
+    def failures(self):
+        return self.load.failures
+
+    def tally(self):
+        """Requests, failed GETs and POSTs, messages answered 201 but not
+        stored, Socket.IO clients that missed a stored message."""
+        created = set(self.load.created)
+        figures = {
+            'requests': self.load.requests,
+            'failed GETs': sum(f[0] == 'GET' for f in self.load.failures),
+            'failed POSTs': sum(f[0] == 'POST' for f in self.load.failures),
+            'messages lost': len(created - self.chat.stored()),
+        }
+        if self.listeners:
+            figures['Socket.IO clients missing a message'] = sum(
+                bool(created - listener.ids) for listener in self.listeners)
+        return figures
 
 
 def worker_dies(cluster, chat, k, clients=8, sockets=20):
     """Scenarios 1 and 5: every process of worker k killed under load,
     then the host comes back (``revive-host``: what it runs at boot)."""
-    listeners = listening(chat, sockets)
-    try:
-        with chat.load(clients) as load:
-            time.sleep(2)
-            killed = time.monotonic()
-            cluster.run('kill-host', f'h{k}')
-            out = seconds_until(lambda: not chat.routed(k), 10, 0.02, killed)
-            time.sleep(3)
-            reconnected = sum(listener.connections > 1
-                              for listener in listeners)
-            revived = time.monotonic()
-            cluster.run('revive-host', f'h{k}', timeout=300)
-            back = seconds_until(lambda: chat.routed(k) == set(SERVICES), 60,
-                                 0.05, revived)
-            time.sleep(2)
-        created = set(load.created)
-        lost = len(created - chat.stored())
-        missed = messages_missed(listeners, created)
-    finally:
-        for listener in listeners:
-            listener.stop()
-    gets, posts = split_failures(load.failures)
+    with Traffic(chat, clients, sockets) as traffic:
+        time.sleep(2)
+        killed = time.monotonic()
+        cluster.run('kill-host', f'h{k}')
+        out = seconds_until(lambda: not chat.routed(k), 10, 0.02, killed)
+        time.sleep(3)
+        reconnected = traffic.reconnected()
+        revived = time.monotonic()
+        cluster.run('revive-host', f'h{k}', timeout=300)
+        back = seconds_until(lambda: chat.routed(k) == set(SERVICES), 60,
+                             0.05, revived)
+        time.sleep(2)
     return Outcome({
         'left rotation (s)': out,
-        'requests': load.requests,
-        'failed GETs': len(gets),
-        'failed POSTs': len(posts),
-        'messages lost': lost,
+        **traffic.tally(),
         'Socket.IO clients reconnected': reconnected,
-        'Socket.IO clients missing a message': missed,
         'routed again after revive-host (s)': back,
-    }, load.failures)
+    }, traffic.failures)
 
 
 def worker_cut_off(cluster, chat, k, seconds=16, clients=8):
@@ -448,7 +474,7 @@ def worker_cut_off(cluster, chat, k, seconds=16, clients=8):
     balancers, for ``seconds``; then the partition heals."""
     seen = []       # (seconds since the cut, k's instances registered)
     try:
-        with chat.load(clients) as load:
+        with Traffic(chat, clients) as traffic:
             cut = time.monotonic()
             cluster.partition(k, True)
             while time.monotonic() - cut < seconds:
@@ -473,9 +499,8 @@ def worker_cut_off(cluster, chat, k, seconds=16, clients=8):
         'back in the registry while cut off': len(returned),
         'routed at the end of the partition': routed_when_cut,
         'routed again after healing (s)': back,
-        'requests': load.requests,
-        'failed requests': len(load.failures),
-    }, load.failures)
+        **traffic.tally(),
+    }, traffic.failures)
 
 
 def leader_dies(cluster, chat, clients=8):
@@ -512,7 +537,7 @@ def leader_dies(cluster, chat, clients=8):
         except requests.RequestException:
             return False
 
-    with chat.load(clients) as load:
+    with Traffic(chat, clients) as traffic:
         time.sleep(1)
         killed = time.monotonic()
         cluster.run('kill-host', f'h{leader}')
@@ -537,9 +562,8 @@ def leader_dies(cluster, chat, clients=8):
         'servers UP before': up_before,
         'fewest servers UP meanwhile': fewest_up,
         'member healthy again after revive-host (s)': rejoined,
-        'requests': load.requests,
-        'failed requests': len(load.failures),
-    }, load.failures)
+        **traffic.tally(),
+    }, traffic.failures)
 
 
 def lb_dies(cluster, chat, clients=8, sockets=20):
@@ -551,30 +575,19 @@ def lb_dies(cluster, chat, clients=8, sockets=20):
     if len(holders) != 1:
         raise ClusterError(f'the floating address is on {holders}')
     holder = holders[0]
-    listeners = listening(chat, sockets)
-    try:
-        with chat.load(clients) as load:
-            time.sleep(2)
-            killed = time.monotonic()
-            cluster.run('kill-host', f'h{holder}')
-            answered = seconds_until(
-                lambda: (fetch(cluster.vip, '/api/messages', 0.25) or
-                         (0,))[0] == 200, 20, 0.02, killed)
-            all_back = seconds_until(
-                lambda: all(listener.connections > 1 and
-                            listener.sio.connected for listener in listeners),
-                30, 0.05, killed)
-            time.sleep(2)
-            new_requests = [fetch(cluster.vip, '/api/messages', 2)
-                            for _ in range(20)]
-        created = set(load.created)
-        lost = len(created - chat.stored())
-        missed = messages_missed(listeners, created)
-    finally:
-        for listener in listeners:
-            listener.stop()
+    with Traffic(chat, clients, sockets) as traffic:
+        time.sleep(2)
+        killed = time.monotonic()
+        cluster.run('kill-host', f'h{holder}')
+        answered = seconds_until(
+            lambda: (fetch(cluster.vip, '/api/messages', 0.25) or
+                     (0,))[0] == 200, 20, 0.02, killed)
+        all_back = seconds_until(traffic.all_reconnected, 30, 0.05, killed)
+        time.sleep(2)
+        new_requests = [fetch(cluster.vip, '/api/messages', 2)
+                        for _ in range(20)]
+    figures = traffic.tally()
     cluster.run('revive-host', f'h{holder}')
-    gets, posts = split_failures(load.failures)
     return Outcome({
         'dead load balancer': f'h{holder}',
         'new holder': ','.join(f'h{k}' for k in cluster.vip_holders()),
@@ -582,10 +595,6 @@ def lb_dies(cluster, chat, clients=8, sockets=20):
         'every Socket.IO client reconnected after (s)': all_back,
         'new requests after that failed': sum(
             (r or (0,))[0] != 200 for r in new_requests),
-        'requests': load.requests,
-        'failed GETs': len(gets),
-        'failed POSTs': len(posts),
-        'messages lost': lost,
-        'Socket.IO clients missing a message': missed,
-    }, load.failures)
+        **figures,
+    }, traffic.failures)
 
