@@ -7,6 +7,11 @@ unless ``follow=0``, every new line as it is written (chunked). Protected
 by HTTP Basic credentials from ``LOGS_USER``/``LOGS_PASSWORD``. Standard
 library only, so it runs with any Python 3.
 
+A client must send its request within ``--read-timeout`` seconds (and read
+what is streamed to it at that pace), and at most ``--max-connections``
+are served at once (one thread each): more are answered 503 at once, so
+that unfinished requests cannot hold the server's threads.
+
     python3 log_server.py --bind 127.0.0.1:1095 --log FILE
 """
 import argparse
@@ -17,12 +22,15 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 POLL_INTERVAL = 0.2
 MAX_LINES = 10000
+READ_TIMEOUT = 10           # seconds
+MAX_CONNECTIONS = 64
 
 logger = logging.getLogger('log_server')
 
@@ -46,6 +54,12 @@ def last_lines(path, count):
 class LogHandler(BaseHTTPRequestHandler):
     server_version = 'MicroFlackLogs'
     protocol_version = 'HTTP/1.1'
+
+    def setup(self):
+        # The socket's timeout: a request not sent (or a stream not read)
+        # within it ends the connection.
+        self.timeout = self.server.read_timeout
+        super().setup()
 
     def log_message(self, fmt, *args):
         logger.info('%s %s', self.address_string(), fmt % args)
@@ -124,20 +138,59 @@ class LogHandler(BaseHTTPRequestHandler):
                     offset += len(data)
                     self.send_chunk(data)
             self.wfile.write(b'0\r\n\r\n')
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+
+
+BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n'
+        b'Content-Length: 18\r\nConnection: close\r\n\r\ntoo many clients\r\n')
 
 
 class LogServer(ThreadingHTTPServer):
     daemon_threads = True
     stopping = False
+    read_timeout = READ_TIMEOUT
+    max_connections = MAX_CONNECTIONS
+
+    def server_activate(self):
+        super().server_activate()
+        self._connections = 0
+        self._lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        with self._lock:
+            busy = self._connections >= self.max_connections
+            if not busy:
+                self._connections += 1
+        if busy:
+            try:
+                request.sendall(BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._connections -= 1
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--bind', required=True, help='host:port')
     parser.add_argument('--log', required=True, help='the consolidated log')
+    parser.add_argument('--read-timeout', type=float, default=READ_TIMEOUT,
+                        help='seconds a client has to send its request')
+    parser.add_argument('--max-connections', type=int,
+                        default=MAX_CONNECTIONS,
+                        help='connections served at once')
     args = parser.parse_args(argv)
+    if args.read_timeout <= 0 or args.max_connections < 1:
+        parser.error('--read-timeout and --max-connections must be positive')
     logging.basicConfig(level=logging.INFO,
                         format='%(asctime)s log_server: %(message)s')
     user, password = os.environ.get('LOGS_USER'), \
@@ -150,6 +203,8 @@ def main(argv=None):
     server = LogServer((host, int(port)), LogHandler)
     server.credentials = (user, password)
     server.log_path = args.log
+    server.read_timeout = args.read_timeout
+    server.max_connections = args.max_connections
 
     def stop(signum, frame):
         server.stopping = True

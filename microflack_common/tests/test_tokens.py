@@ -133,6 +133,27 @@ def test_exp_must_be_a_number(exp):
         decode_token(token, KEY)
 
 
+@pytest.mark.parametrize('user_id', [0, -1, 2 ** 31, 2 ** 63, 10 ** 30])
+def test_user_id_must_name_a_storable_row(user_id):
+    """Issue 19, finding 4: a validly signed token with a user_id no row
+    can have (0, negative, beyond a signed 32-bit INT) is refused (it made
+    POST /api/messages answer 500)."""
+    token = jwt.encode({'user_id': user_id, 'exp': int(time.time()) + 60},
+                       KEY, algorithm='HS256')
+    with pytest.raises(InvalidToken):
+        decode_token(token, KEY)
+
+
+@pytest.mark.parametrize('exp', [float('nan'), float('inf'), -float('inf'),
+                                 1e300])
+def test_exp_must_be_a_finite_time(exp):
+    """Issue 19, finding 4: NaN or Infinity never expired (and made DELETE
+    /api/tokens answer 500); a time past any token's life is refused too."""
+    token = jwt.encode({'user_id': 1, 'exp': exp}, KEY, algorithm='HS256')
+    with pytest.raises(InvalidToken):
+        decode_token(token, KEY)
+
+
 def test_the_signature_of_a_token_is_checked_once(monkeypatch):
     tokens._verified_claims.cache_clear()
     calls = []

@@ -38,6 +38,17 @@ def test_bad_bodies(client, raw):
     assert isinstance(rv.json['error'], str)
 
 
+@pytest.mark.parametrize('raw', ['[' * 5000 + ']' * 5000,
+                                 '{"a":' * 5000 + '1' + '}' * 5000,
+                                 '{"name": ' + '[' * 3000 + ']' * 3000 + '}'])
+def test_deeply_nested_bodies_are_400(client, raw):
+    """Issue 19, finding 3: JSON nested past Python's recursion limit
+    answered 500 (RecursionError); it is a bad body like any other."""
+    rv = client.post('/echo', raw=raw)
+    assert rv.status == 400
+    assert 'nested' in rv.json['error']
+
+
 def test_good_body(client):
     rv = client.post('/echo', {'name': ' bob '})
     assert rv.json == {'name': 'bob', 'note': None}

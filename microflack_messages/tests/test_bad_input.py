@@ -43,6 +43,9 @@ BAD_BODIES = [
     ('{"source": "hi"}', 'text/plain'),
     ('source=hi', 'application/x-www-form-urlencoded'),
     (b'\xff\xfe\x00', 'application/json'),
+    # Nested past the recursion limit (issue 19, finding 3: it was a 500).
+    ('[' * 5000 + ']' * 5000, 'application/json'),
+    ('{"source": ' + '[' * 3000 + ']' * 3000 + '}', 'application/json'),
 ]
 
 
@@ -106,6 +109,16 @@ def forged_tokens(app):
                                   app.config['JWT_SECRET_KEY'],
                                   algorithm='HS256'),
         'garbage': 'not.a.token',
+        # Signed with the platform's key, with claims no token can have
+        # (issue 19, finding 4: a user_id past 2**31 answered 500, an exp
+        # of NaN or Infinity never expired).
+        **{f'user {user_id}': jwt.encode(
+            {'user_id': user_id, 'exp': now + 600},
+            app.config['JWT_SECRET_KEY'], algorithm='HS256')
+           for user_id in (2 ** 31, 0, -1)},
+        **{f'exp {exp}': jwt.encode(
+            {'user_id': 1, 'exp': exp}, app.config['JWT_SECRET_KEY'],
+            algorithm='HS256') for exp in (float('nan'), float('inf'))},
     }
 
 

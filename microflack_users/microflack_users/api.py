@@ -22,7 +22,7 @@ from microflack_common.validation import (
 )
 
 from .auth import basic_auth
-from .models import NICKNAME_LENGTH, User, db
+from .models import NICKNAME_LENGTH, PASSWORD_LENGTH, User, db
 
 users = Blueprint('users', __name__)
 
@@ -38,16 +38,19 @@ def nickname_field(data, required=True):
     nickname = string_field(data, 'nickname', required=required,
                             max_length=NICKNAME_LENGTH, strip=True)
     if nickname is not None:
-        # Control characters (Cc) only confuse readers; Basic auth cannot
-        # carry a ':' in a name. (string_field refuses lone surrogates.)
-        check_characters('nickname', nickname, ('Cc',))
+        # Control characters (Cc) only confuse readers; format characters
+        # (Cf: zero-width spaces, bidirectional overrides, BOMs) make a
+        # nickname that looks like another's. Basic auth cannot carry a
+        # ':' in a name. (string_field refuses lone surrogates.)
+        check_characters('nickname', nickname, ('Cc', 'Cf'))
         if ':' in nickname:
             abort(400, 'nickname must not contain ":"')
     return nickname
 
 
 def password_field(data, required=True):
-    return string_field(data, 'password', required=required)
+    return string_field(data, 'password', required=required,
+                        max_length=PASSWORD_LENGTH)
 
 
 def commit_user_changes():

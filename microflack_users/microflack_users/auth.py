@@ -1,8 +1,11 @@
 """Basic authentication (nickname and password), used by GET /api/users/me
 only: the tokens service relays logins there. Token auth comes from
 microflack_common.auth."""
+from functools import lru_cache
+
 from flask import request
 from flask_httpauth import HTTPBasicAuth
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from microflack_common.auth import unauthorized
 
@@ -22,12 +25,21 @@ class StrictBasicAuth(HTTPBasicAuth):
 basic_auth = StrictBasicAuth()
 
 
+@lru_cache(maxsize=1)
+def dummy_hash():
+    """A hash no password matches, made once per process."""
+    return generate_password_hash('no user has this password')
+
+
 @basic_auth.verify_password
 def verify_password(nickname, password):
     if not nickname or not password:
         return None
     user = User.find_by_nickname(nickname)
-    if user is None or not user.check_password(password):
+    # A nickname nobody has costs one hash too: how long the answer takes
+    # must not tell whether the account exists.
+    stored = user.password_hash if user is not None else dummy_hash()
+    if not check_password_hash(stored, password) or user is None:
         return None
     return user
 

@@ -11,6 +11,8 @@ from microflack_common.validation import storable_id
 db = SQLAlchemy()
 
 NICKNAME_LENGTH = 32
+# A password is hashed on every login: a new one is at most this long.
+PASSWORD_LENGTH = 1024
 # Nicknames compare exactly, as in SQLite: MySQL's default collations would
 # take "susan", "Susan" and "süsan" (or any two emoji) for the same name.
 NICKNAME_TYPE = db.String(NICKNAME_LENGTH).with_variant(

@@ -13,6 +13,9 @@ BAD_BODIES = [
     ('', 'application/json'),
     ('{"nickname": "susan", "password": "dog"}', 'text/plain'),
     ('\xff\xfe', 'application/json'),
+    # Nested past the recursion limit (issue 19, finding 3: it was a 500).
+    ('[' * 5000 + ']' * 5000, 'application/json'),
+    ('{"nickname": ' + '[' * 3000 + ']' * 3000 + '}', 'application/json'),
 ]
 
 BAD_FIELDS = [
@@ -32,6 +35,13 @@ BAD_FIELDS = [
     {'nickname': 'su:san', 'password': 'dog'},
     {'nickname': 'su\x00san', 'password': 'dog'},
     {'nickname': 'su\x1bsan', 'password': 'dog'},
+    # Format characters make lookalikes of other nicknames (issue 19,
+    # finding 9): a zero-width space, a right-to-left override, a BOM.
+    {'nickname': 'susan\u200b', 'password': 'dog'},
+    {'nickname': 'su\u202esan', 'password': 'dog'},
+    {'nickname': '\ufeffsusan', 'password': 'dog'},
+    # Passwords are bounded (they are hashed on every login).
+    {'nickname': 'longpass', 'password': 'p' * 1025},
 ]
 
 # Lone surrogates are valid JSON but no database or header can carry them.
@@ -85,6 +95,7 @@ def test_edit_bad_bodies(client, susan, token, rows, pusher, add_user):
                  {'nickname': 5}, {'nickname': ''}, {'nickname': ' '},
                  {'nickname': 'n' * 33}, {'nickname': 'a:b'},
                  {'password': ''}, {'password': 5},
+                 {'password': 'p' * 1025}, {'nickname': 'su\u200bsan'},
                  {'nickname': 'david'}, {'nickname': 'ok', 'password': ''},
                  {'nickname': '', 'password': 'new'}):
         assert_4xx(client.put(url, body, token=token(susan)))
@@ -137,3 +148,21 @@ def test_oversized_body(client, susan, rows):
                      + '", "password": "dog"}')
     assert_4xx(rv, 413)
     assert rows() == before
+
+
+def test_a_login_costs_a_hash_whoever_asks(client, susan, monkeypatch):
+    """Issue 19, finding 6: an unknown nickname was answered without
+    hashing anything (18 ms against 510 ms), which told who has an
+    account: it costs one password check too."""
+    from microflack_users import auth
+    checked = []
+    real = auth.check_password_hash
+
+    def counting(stored, password):
+        checked.append(password)
+        return real(stored, password)
+    monkeypatch.setattr(auth, 'check_password_hash', counting)
+    for nickname, password in (('nobody', 'dog'), ('susan', 'cat'),
+                               ('susan', 'dog')):
+        client.get('/api/users/me', basic=(nickname, password))
+    assert checked == ['dog', 'cat', 'dog']

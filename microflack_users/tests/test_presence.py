@@ -214,7 +214,14 @@ def test_tokens_for_missing_users_crash_nothing(client, add_user, token,
                                                 rows):
     susan = add_user('susan', online=False, last_seen_at=1000)
     before = rows()
-    for ghost in (susan + 1000, 2 ** 31, 2 ** 62, 10 ** 30, 0, -1):
+    # An id no row can have is no valid token at all (issue 19, finding 4).
+    for impossible in (2 ** 31, 2 ** 62, 10 ** 30, 0, -1):
+        bad = token(impossible)
+        assert_401(client.get('/api/users', token=bad))
+        assert_401(client.put('/api/users/me', token=bad))
+        assert_401(client.put(f'/api/users/{susan}', {'nickname': 'hacked'},
+                              token=bad))
+    for ghost in (susan + 1000,):
         ghost_token = token(ghost)
         assert client.get('/api/users', token=ghost_token).status == 200
         assert client.get(f'/api/users/{susan}',

@@ -16,13 +16,19 @@ checked on every use.
 """
 import base64
 import binascii
+import math
 import secrets
 import time
 from functools import lru_cache
 
 import jwt
 
+from .validation import storable_id
+
 ALGORITHM = 'HS256'
+# No token lives longer than this (TOKEN_EXPIRATION is an hour): an `exp`
+# further away is no time the platform gave out.
+MAX_LIFETIME = 366 * 24 * 3600
 
 
 class InvalidToken(Exception):
@@ -65,8 +71,15 @@ def _verified_claims(token, secret_key):
     user_id, exp = claims['user_id'], claims['exp']
     if not isinstance(user_id, int) or isinstance(user_id, bool):
         raise InvalidToken('user_id claim is not an integer')
+    # An id no row can have (it reached the database as an out-of-range
+    # integer).
+    if not storable_id(user_id):
+        raise InvalidToken('user_id claim names no user')
     if not isinstance(exp, (int, float)) or isinstance(exp, bool):
         raise InvalidToken('exp claim is not a number')
+    # NaN never compares as expired; Infinity never expires.
+    if not math.isfinite(exp) or exp > time.time() + MAX_LIFETIME:
+        raise InvalidToken('exp claim is not a time a token can have')
     return claims
 
 

@@ -15,7 +15,12 @@ def storable_id(value):
 
 def json_object():
     """The request body as a dict; 400 unless it is a JSON object."""
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        # Nested past the interpreter's recursion limit: not a ValueError,
+        # so get_json(silent=True) lets it through.
+        abort(400, 'the request body is nested too deeply')
     if not isinstance(data, dict):
         abort(400, 'the request body must be a JSON object')
     return data
