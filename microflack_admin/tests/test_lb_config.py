@@ -3,6 +3,8 @@ every kind of malformed registry entry, each result checked by the real
 ``haproxy -c``; what its compression does, through a real HAProxy."""
 import copy
 import gzip
+import json
+import socket
 import subprocess
 from dataclasses import replace
 from urllib.parse import urlencode
@@ -11,6 +13,7 @@ import pytest
 from lb_config import (
     BALANCE_ALGORITHMS,
     COMPRESSION,
+    JSON_ERRORS,
     Settings,
     filter_server_state,
     parse_address,
@@ -150,6 +153,12 @@ def test_defaults(settings, haproxy_check):
         'PUT DELETE }' in frontend
     for line in COMPRESSION:
         assert line in frontend
+    for status, message in JSON_ERRORS.items():
+        assert f'http-error status {status} content-type application/json ' \
+            f'string \'{{"error": "{message}"}}\'' in defaults
+    assert 'http-request deny deny_status 400 if { req.ver 1.1 } ' \
+        '!{ req.hdr(host) -m found }' in frontend
+    assert 'http-response del-header Server' in frontend
     assert 'stats uri /stats' in frontend
     assert "stats auth 'admin:pa$$#word'" in frontend
     assert not [line for line in frontend if line.startswith('acl')]
@@ -586,3 +595,51 @@ def test_socketio_polling_and_encoded_answers_are_left_alone(lb,
     answer, sent = json_answer(gzip=1)
     assert answer.headers['Content-Encoding'] == 'gzip'
     assert gzip.decompress(sent) == body
+
+
+# -- what HAProxy answers itself (issue 19, finding 8) -------------------
+
+
+def raw_request(lb, data):
+    """Send bytes to the load balancer; (status, headers, body) of its
+    answer."""
+    with socket.create_connection(('127.0.0.1', lb.port), timeout=5) as sock:
+        sock.sendall(data)
+        answer = b''
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def assert_json_error(status, headers, body, expected):
+    assert status == expected, (status, headers, body)
+    assert headers['content-type'] == 'application/json', headers
+    assert set(json.loads(body)) == {'error'}, body
+
+
+def test_haproxys_own_errors_are_json(lb, etcd, ui_backend):
+    """Its answers were HTML pages: a service with no instance (503), an
+    HTTP/1.1 request without Host (it was answered 200: now 400). (A
+    request line HAProxy 2.6 cannot parse still gets its HTML 400: its
+    parser's errors take neither http-error nor errorfile.)"""
+    etcd.put('/services/things/location', '/api/things')
+    things = (b'GET /api/things HTTP/1.1\r\nHost: x\r\nConnection: close'
+              b'\r\n\r\n')
+    # Once HAProxy has the service's route (before, the ui answers).
+    assert wait_until(lambda: raw_request(lb, things)[0] == 503, 5)
+    assert_json_error(*raw_request(lb, things), 503)
+    assert_json_error(*raw_request(
+        lb, b'GET / HTTP/1.1\r\nConnection: close\r\n\r\n'), 400)
+    # HTTP/1.0 needs no Host.
+    status, _, _ = raw_request(lb, b'GET / HTTP/1.0\r\n\r\n')
+    assert status == 200
+
+
+def test_the_servers_software_is_not_told(lb, ui_backend):
+    status, headers, _ = raw_request(
+        lb, b'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    assert status == 200
+    assert 'server' not in {name.lower() for name in headers}, headers

@@ -65,6 +65,19 @@ COMPRESSED_TYPES = ('application/json', 'text/html', 'text/css',
                     'image/svg+xml')
 COMPRESSION = ('compression algo gzip',
                f'compression type {" ".join(COMPRESSED_TYPES)}')
+# The errors HAProxy answers itself, in the API's shape ({"error": ...},
+# JSON) rather than its HTML pages.
+JSON_ERRORS = {
+    400: 'bad request',
+    403: 'forbidden',
+    408: 'request timeout',
+    413: 'request too large',
+    429: 'too many requests',
+    500: 'internal error',
+    502: 'bad gateway',
+    503: 'service unavailable',
+    504: 'gateway timeout',
+}
 
 
 @dataclass(frozen=True)
@@ -305,6 +318,10 @@ def _quote(value):
 def _global_and_defaults(settings):
     methods = ' '.join(IDEMPOTENT_METHODS)
     compression = '\n'.join(f'    {line}' for line in COMPRESSION)
+    json_errors = '\n'.join(
+        f'    http-error status {status} content-type application/json '
+        f'string \'{{"error": "{message}"}}\''
+        for status, message in JSON_ERRORS.items())
     return f"""\
 global
     nbthread {settings.threads}
@@ -364,6 +381,8 @@ defaults
     default-server {DEFAULT_SERVER}
     # Servers marked DOWN (or in maintenance) stay so across reloads.
     load-server-state-from-file global
+    # The errors HAProxy answers itself are JSON, as the API's are.
+{json_errors}
 
 frontend http
     bind {settings.bind}:{settings.port}
@@ -371,6 +390,10 @@ frontend http
     stick-table type ip size 100k expire 60s store conn_cur
     tcp-request connection track-sc0 src
     tcp-request connection reject if {{ sc0_conn_cur gt {settings.client_maxconn} }}
+    # HTTP/1.1 requires a Host header (RFC 9112, 3.2).
+    http-request deny deny_status 400 if {{ req.ver 1.1 }} !{{ req.hdr(host) -m found }}
+    # Which server software answered is nobody's business.
+    http-response del-header Server
     # Connection failures are always retried; a request that reached a
     # server is replayed only if its method is idempotent.
     http-request disable-l7-retry if !{{ method {methods} }}
