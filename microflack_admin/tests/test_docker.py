@@ -214,11 +214,30 @@ def assert_restarted_and_registered(platform, name, restarts_before):
     service = inspect(name)['Config']['Labels']['service']
     platform.wait_for(lambda: name in platform.instances(service),
                       timeout=30, interval=0.2, what='registered again')
-    token = platform.user_with_token(unique('restart'))
+    # Registered is not yet routed: the load balancer's watcher reloads
+    # and a health check passes first (a request meanwhile may find the
+    # service with no usable instance).
+    nickname = unique('restart')
+    platform.wait_for(
+        lambda: platform.http.post(
+            f'{platform.lb}/api/users', timeout=10,
+            json={'nickname': nickname, 'password': 'secret'}
+        ).status_code == 201,
+        timeout=15, interval=0.2, what='a user registered')
+    tokens = []
+
+    def log_in():
+        rv = platform.http.post(f'{platform.lb}/api/tokens', timeout=5,
+                                auth=(nickname, 'secret'))
+        if rv.status_code == 200:
+            tokens.append(rv.json()['token'])
+        return bool(tokens)
+    platform.wait_for(log_in, timeout=15, interval=0.2, what='logged in')
     platform.wait_for(
         lambda: platform.http.get(
             f'{platform.lb}/api/tokens', timeout=5,
-            headers={'Authorization': f'Bearer {token}'}).status_code == 200,
+            headers={'Authorization': f'Bearer {tokens[0]}'}
+        ).status_code == 200,
         timeout=15, interval=0.2, what='served again')
     assert inspect(name)['State']['Status'] == 'running'
 
