@@ -6,6 +6,7 @@ import gzip
 import json
 import socket
 import subprocess
+import time
 from dataclasses import replace
 from urllib.parse import urlencode
 
@@ -14,6 +15,7 @@ from lb_config import (
     BALANCE_ALGORITHMS,
     COMPRESSION,
     JSON_ERRORS,
+    MAX_BODY,
     Settings,
     filter_server_state,
     parse_address,
@@ -159,6 +161,8 @@ def test_defaults(settings, haproxy_check):
     assert 'http-request deny deny_status 400 if { req.ver 1.1 } ' \
         '!{ req.hdr(host) -m found }' in frontend
     assert 'http-response del-header Server' in frontend
+    assert 'http-request deny deny_status 413 if { req.hdr_val(content-length) ' \
+        f'gt {MAX_BODY} }}' in frontend
     assert 'stats uri /stats' in frontend
     assert "stats auth 'admin:pa$$#word'" in frontend
     assert not [line for line in frontend if line.startswith('acl')]
@@ -643,3 +647,26 @@ def test_the_servers_software_is_not_told(lb, ui_backend):
         lb, b'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
     assert status == 200
     assert 'server' not in {name.lower() for name in headers}, headers
+
+
+def test_a_body_too_large_is_refused_at_once(lb, etcd, backends, ui_backend):
+    """Issue 19, finding 5: a Socket.IO polling POST over 1 MB was never
+    answered (through HAProxy: 504 after 60 s). A body over MAX_BODY gets
+    a JSON 413 at once; one within it reaches the service."""
+    socketio = backends('socketio_1')
+    etcd.put('/services/socketio/location', '/socket.io')
+    etcd.put(f'/services/socketio/upstream/{socketio.name}', socketio.address)
+    path = b'/socket.io/?EIO=4&transport=polling&sid=x'
+    assert wait_until(lambda: lb.routed_to(path.decode(), socketio.name), 5) \
+        is not None, lb.logs()
+
+    def post(size):
+        return raw_request(lb, b'POST ' + path + b' HTTP/1.1\r\nHost: x\r\n'
+                           b'Content-Type: text/plain\r\nConnection: close'
+                           b'\r\nContent-Length: %d\r\n\r\n' % size +
+                           b'4' * size)
+    started = time.monotonic()
+    assert_json_error(*post(MAX_BODY + 1), 413)
+    assert time.monotonic() - started < 2
+    status, _, body = post(100000)
+    assert status == 200 and body.startswith(b'socketio_1 POST'), body[:100]

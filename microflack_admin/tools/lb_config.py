@@ -65,6 +65,11 @@ COMPRESSED_TYPES = ('application/json', 'text/html', 'text/css',
                     'image/svg+xml')
 COMPRESSION = ('compression algo gzip',
                f'compression type {" ".join(COMPRESSED_TYPES)}')
+# No request body larger than this reaches a service (the REST services
+# take 256 KiB at most; Socket.IO's polling transport 1 MB): a larger one
+# is answered 413 at once instead of hanging in a service that never
+# reads it.
+MAX_BODY = 1000000
 # The errors HAProxy answers itself, in the API's shape ({"error": ...},
 # JSON) rather than its HTML pages.
 JSON_ERRORS = {
@@ -390,6 +395,7 @@ frontend http
     stick-table type ip size 100k expire 60s store conn_cur
     tcp-request connection track-sc0 src
     tcp-request connection reject if {{ sc0_conn_cur gt {settings.client_maxconn} }}
+    http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {MAX_BODY} }}
     # HTTP/1.1 requires a Host header (RFC 9112, 3.2).
     http-request deny deny_status 400 if {{ req.ver 1.1 }} !{{ req.hdr(host) -m found }}
     # Which server software answered is nobody's business.
