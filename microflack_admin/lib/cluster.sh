@@ -246,14 +246,17 @@ member_list() { each_member member_name_addr; }
 # cluster_etcd: the client URLs of every member, comma-separated (ETCD).
 cluster_etcd() { members_client_urls "$(member_list)"; }
 
-# member_pid K: the pid of host K's etcd while it runs, in its namespace.
-member_pid() {
+# host_pid K PIDFILE PATTERN: the pid PIDFILE records while that process
+# runs (its command line has PATTERN: running_pid) in host K's namespace.
+host_pid() {
   local pid
-  pid="$(running_pid "$(member_pidfile "$1")" "$(member_data "$1")")" ||
-    return 1
+  pid="$(running_pid "$2" "$3")" || return 1
   ip netns pids "$(host_ns "$1")" 2>/dev/null | grep -qx "$pid" || return 1
   printf '%s\n' "$pid"
 }
+
+# member_pid K: the pid of host K's etcd while it runs, in its namespace.
+member_pid() { host_pid "$1" "$(member_pidfile "$1")" "$(member_data "$1")"; }
 
 member_healthy() {
   curl -sS --noproxy '*' --max-time 2 "$(member_client_url "$1")/health" 2>/dev/null |
@@ -390,11 +393,7 @@ write_keepalived_conf() {
 
 # keepalived_pid K: the pid of host K's keepalived while it runs there.
 keepalived_pid() {
-  local pid
-  pid="$(running_pid "$(keepalived_pidfile "$1")" "$(keepalived_conf_file "$1")")" ||
-    return 1
-  ip netns pids "$(host_ns "$1")" 2>/dev/null | grep -qx "$pid" || return 1
-  printf '%s\n' "$pid"
+  host_pid "$1" "$(keepalived_pidfile "$1")" "$(keepalived_conf_file "$1")"
 }
 
 start_keepalived() {
@@ -508,12 +507,7 @@ store_root_cnf() { printf '%s/root.cnf\n' "$(store_dir mariadb)"; }
 # store_pid mariadb|redis: the pid of the store's daemon while it runs in
 # its namespace.
 store_pid() {
-  local pid
-  pid="$(running_pid "$(store_pidfile "$1")" "$(store_dir "$1")")" ||
-    return 1
-  ip netns pids "$(host_ns "$CLUSTER_STORE_HOST")" 2>/dev/null |
-    grep -qx "$pid" || return 1
-  printf '%s\n' "$pid"
+  host_pid "$CLUSTER_STORE_HOST" "$(store_pidfile "$1")" "$(store_dir "$1")"
 }
 
 mariadb_answers() {
