@@ -13,7 +13,7 @@
 #   ETCD            every member of the registry (setup-registry.sh prints it)
 #   ETCD_TIMEOUT    1 (s)
 #   LB_PEER         the other load balancer's address
-#   LB_VIP          the floating address with its prefix (10.0.0.100/24)
+#   LB_VIP          the floating address with its prefix (ADDRESS/24)
 #   LB_PRIORITY     150 on the first, 100 on the other (the address starts
 #                   on the first; neither takes it back: nopreempt)
 #   LB_INTERFACE    the interface of MICROFLACK_IP (found if not given)
@@ -30,7 +30,7 @@ role_options "$@"
 [[ "${LB_PEER:-}" =~ ^[0-9]+(\.[0-9]+){3}$ ]] ||
   die "LB_PEER must be the other load balancer's address, not '${LB_PEER:-}'"
 [[ "${LB_VIP:-}" =~ ^[0-9]+(\.[0-9]+){3}/[0-9]{1,2}$ ]] ||
-  die "LB_VIP must be the floating address with its prefix (10.0.0.100/24), not '${LB_VIP:-}'"
+  die "LB_VIP must be the floating address with its prefix (ADDRESS/PREFIX), not '${LB_VIP:-}'"
 priority="${LB_PRIORITY:-100}"
 if ! [[ "$priority" =~ ^[0-9]{1,3}$ ]] || [ "$priority" -lt 1 ] ||
     [ "$priority" -gt 254 ]; then

@@ -11,7 +11,7 @@
 # Settings (environment):
 #   MICROFLACK_IP      this host's address (the members reach it there)
 #   REGISTRY_MEMBERS   every member as name=address, comma-separated, the
-#                      same on the three hosts (r1=10.0.0.2,r2=...,r3=...)
+#                      same on the three hosts (r1=ADDRESS1,r2=...,r3=...)
 #   REGISTRY_NAME      this member's name (the one at MICROFLACK_IP)
 #   ETCD_HEARTBEAT, ETCD_ELECTION   Raft's timing, ms (100, 500: a dead
 #                      leader is replaced within about a second)
@@ -27,7 +27,7 @@ source "$MF_ADMIN/lib/roles.sh"
 role_options "$@"
 members="${REGISTRY_MEMBERS:-}"
 [[ "$members" =~ ^[a-z0-9-]+=[0-9.]+(,[a-z0-9-]+=[0-9.]+)+$ ]] ||
-  die "REGISTRY_MEMBERS must list every member as name=address, comma-separated (r1=10.0.0.2,r2=10.0.0.3,r3=10.0.0.4), not '$members'"
+  die "REGISTRY_MEMBERS must list every member as name=address, comma-separated (r1=ADDRESS1,r2=ADDRESS2,r3=ADDRESS3), not '$members'"
 name="${REGISTRY_NAME:-}"
 if [ -z "$name" ]; then
   for member in ${members//,/ }; do
