@@ -80,22 +80,9 @@ fi
 # setting the file lacks (written by an older version) is added with the
 # value it has now (its default, unless set in the environment).
 conf="$MF_HOME/microflack.conf"
-mkdir -p "$MF_HOME"
-if [ ! -f "$conf" ]; then
-  cat > "$conf" <<CONF
-# MicroFlack settings of this host (written by setup-all-in-one.sh).
-# A variable set in the environment wins over the value here.
-CONF
-  log "settings saved in $conf"
-fi
-for name in MICROFLACK_IP LB_BIND LB_PORT ETCD_BIND ETCD_PORT ETCD REDIS REDIS_CHANNEL \
-    LOGS_BIND LOGS_PORT INSTANCE_BIND DB_HOST DB_PORT DB_ADMIN_CNF \
-    MF_DB_PREFIX; do
-  if ! grep -q "^$name=" "$conf"; then
-    # shellcheck disable=SC2016 # the line expands when mfvars reads it
-    printf '%s=${%s:-%s}\n' "$name" "$name" "${!name}" >> "$conf"
-  fi
-done
+save_settings setup-all-in-one.sh MICROFLACK_IP LB_BIND LB_PORT ETCD_BIND \
+  ETCD_PORT ETCD REDIS REDIS_CHANNEL LOGS_BIND LOGS_PORT INSTANCE_BIND \
+  DB_HOST DB_PORT DB_ADMIN_CNF MF_DB_PREFIX
 "$MF_ADMIN/install/make-secrets.sh"
 # shellcheck source=../mfvars
 source "$MF_ADMIN/mfvars"

@@ -52,22 +52,10 @@ fi
 [ -r "$MF_HOME/secrets/secrets.env" ] ||
   die "no $MF_HOME/secrets/secrets.env: copy the platform's secrets from its first host (mode 600)"
 "$MF_ADMIN/install/setup-host.sh"
-settings="$MF_HOME/microflack.conf"
-if [ ! -f "$settings" ]; then
-  printf '# MicroFlack settings of this load balancer (setup-lb.sh).\n' > "$settings"
-fi
-for name in MICROFLACK_IP LB_PORT ETCD ETCD_TIMEOUT; do
-  if ! grep -q "^$name=" "$settings"; then
-    # shellcheck disable=SC2016 # the line expands when mfvars reads it
-    printf '%s=${%s:-%s}\n' "$name" "$name" "${!name:-}" >> "$settings"
-  fi
-done
 # HAProxy on every address of this host: it is already listening when
 # the floating address arrives.
-if ! grep -q '^LB_BIND=' "$settings"; then
-  # shellcheck disable=SC2016 # the line expands when mfvars reads it
-  printf 'LB_BIND=${LB_BIND:-0.0.0.0}\n' >> "$settings"
-fi
+save_settings setup-lb.sh MICROFLACK_IP LB_PORT ETCD ETCD_TIMEOUT \
+  LB_BIND=0.0.0.0
 # shellcheck source=../mfvars
 source "$MF_ADMIN/mfvars"
 etcd_answers || die "no member of the registry answers at ETCD=$ETCD"

@@ -42,22 +42,9 @@ done
 [ -n "${LB_URL:-}" ] ||
   die "LB_URL is not set: the chat's URL, the load balancers' floating address"
 
-conf="$MF_HOME/microflack.conf"
-if [ ! -f "$conf" ]; then
-  cat > "$conf" <<CONF
-# MicroFlack settings of this worker host (written by setup-worker.sh).
-# A variable set in the environment wins over the value here.
-CONF
-  log "settings saved in $conf"
-fi
-for name in MICROFLACK_IP INSTANCE_BIND LOGS_BIND LOGS_PORT ETCD ETCD_TIMEOUT \
-    REGISTRATION_TTL REGISTRATION_REFRESH LB_URL REDIS REDIS_CHANNEL \
-    DB_HOST DB_PORT DB_ADMIN_CNF MF_DB_PREFIX HOST_ID; do
-  if ! grep -q "^$name=" "$conf"; then
-    # shellcheck disable=SC2016 # the line expands when mfvars reads it
-    printf '%s=${%s:-%s}\n' "$name" "$name" "${!name:-}" >> "$conf"
-  fi
-done
+save_settings setup-worker.sh MICROFLACK_IP INSTANCE_BIND LOGS_BIND \
+  LOGS_PORT ETCD ETCD_TIMEOUT REGISTRATION_TTL REGISTRATION_REFRESH LB_URL \
+  REDIS REDIS_CHANNEL DB_HOST DB_PORT DB_ADMIN_CNF MF_DB_PREFIX HOST_ID
 # shellcheck source=../mfvars
 source "$MF_ADMIN/mfvars"
 

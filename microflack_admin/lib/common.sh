@@ -183,6 +183,32 @@ secrets_dir() {
   printf '%s\n' "$dir"
 }
 
+# save_settings SCRIPT SETTING...: this host's settings file
+# ($MF_HOME/microflack.conf, made by SCRIPT if missing) gets each SETTING
+# it lacks: NAME with its value now, or NAME=VALUE. Saved once, never
+# changed by later runs; a variable set in the environment wins over the
+# file when mfvars reads it.
+save_settings() {
+  local script="$1" conf="$MF_HOME/microflack.conf" setting name value
+  shift
+  mkdir -p "$MF_HOME"
+  if [ ! -f "$conf" ]; then
+    printf '# MicroFlack settings of this host (written by %s).\n# %s\n' \
+      "$script" 'A variable set in the environment wins over the value here.' \
+      > "$conf"
+    log "settings saved in $conf"
+  fi
+  for setting in "$@"; do
+    name="${setting%%=*}"
+    value="${!name:-}"
+    if [[ "$setting" == *=* ]]; then value="${setting#*=}"; fi
+    if ! grep -q "^$name=" "$conf"; then
+      # shellcheck disable=SC2016 # the line expands when mfvars reads it
+      printf '%s=${%s:-%s}\n' "$name" "$name" "$value" >> "$conf"
+    fi
+  done
+}
+
 # add_secret FILE NAME: append NAME=<random> to FILE unless NAME is there;
 # existing secrets are never regenerated.
 add_secret() {
