@@ -370,11 +370,15 @@ in_host() {
 
 # lb_mflb K ARGS...: mflb on host K, in its namespace, with its own
 # MF_HOME (the host's folder), every registry member and the cluster's
-# client timeout.
+# client timeout. No rate limits unless asked for: the cluster's clients
+# all come from this machine's one address.
 lb_mflb() {
   local k="$1"
   shift
   in_host "$k" LB_BIND=0.0.0.0 LB_PORT="$CLUSTER_LB_PORT" \
+    LB_LOGINS_PER_MINUTE="${LB_LOGINS_PER_MINUTE:-0}" \
+    LB_REGISTRATIONS_PER_MINUTE="${LB_REGISTRATIONS_PER_MINUTE:-0}" \
+    LB_POSTS_PER_MINUTE="${LB_POSTS_PER_MINUTE:-0}" \
     STATS_USER="$(secret_value STATS_USER)" \
     STATS_PASSWORD="$(secret_value STATS_PASSWORD)" \
     -- "$MF_ADMIN/bin/mflb" "$@"

@@ -38,17 +38,24 @@ watcher_pid() { running_pid "$WATCHER_PID" "$WATCHER"; }
 tail_log() { tail -n 5 "$LB_LOG" 2>/dev/null | sed 's/^/  /' >&2; }
 
 
-# write_settings BIND PORT THREADS CLIENT_MAXCONN: what the watcher needs besides the
-# registry (the stats password among it, so readable by the owner only).
+# write_settings BIND PORT THREADS CLIENT_MAXCONN LOGINS REGISTRATIONS POSTS:
+# what the watcher needs besides the registry (the stats password among it,
+# so readable by the owner only).
 write_settings() {
   (
     umask 077
     LB_BIND="$1" LB_PORT="$2" LB_THREADS="$3" LB_CLIENT_MAXCONN="$4" \
+      LB_LOGINS_PER_MINUTE="$5" LB_REGISTRATIONS_PER_MINUTE="$6" \
+      LB_POSTS_PER_MINUTE="$7" \
       STATS_SOCKET="$STATS_SOCKET" STATE_FILE="$STATE_FILE" "$ADMIN_VENV/bin/python" -c '
 import json, os, sys
 json.dump({"bind": os.environ["LB_BIND"], "port": int(os.environ["LB_PORT"]),
            "threads": int(os.environ["LB_THREADS"]),
            "client_maxconn": int(os.environ["LB_CLIENT_MAXCONN"]),
+           "logins_per_minute": int(os.environ["LB_LOGINS_PER_MINUTE"]),
+           "registrations_per_minute":
+               int(os.environ["LB_REGISTRATIONS_PER_MINUTE"]),
+           "posts_per_minute": int(os.environ["LB_POSTS_PER_MINUTE"]),
            "stats_user": os.environ["STATS_USER"],
            "stats_password": os.environ["STATS_PASSWORD"],
            "stats_socket": os.environ["STATS_SOCKET"],
@@ -177,9 +184,20 @@ check_seconds() {
   fi
 }
 
+# check_rate NAME VALUE: die unless VALUE is a number of requests a minute
+# (0: no limit).
+check_rate() {
+  if ! [[ "$2" =~ ^[0-9]{1,6}$ ]] || [ "$2" -gt 100000 ]; then
+    die "$1 must be a number of requests a minute (0-100000; 0: no limit), not '$2'"
+  fi
+}
+
 lb_start() {
   local bind="${LB_BIND:-$MICROFLACK_IP}" port="${LB_PORT:-80}"
   local threads="${LB_THREADS:-1}" client_maxconn="${LB_CLIENT_MAXCONN:-500}"
+  local logins="${LB_LOGINS_PER_MINUTE:-30}"
+  local registrations="${LB_REGISTRATIONS_PER_MINUTE:-10}"
+  local posts="${LB_POSTS_PER_MINUTE:-120}"
   local watchdog_timeout="${WATCHDOG_TIMEOUT:-30}"
   local watchdog_interval="${WATCHDOG_INTERVAL:-1}"
   local start_grace="${START_TIMEOUT:-60}"
@@ -203,6 +221,9 @@ lb_start() {
       [ "$client_maxconn" -lt 1 ] || [ "$client_maxconn" -gt 100000 ]; then
     die "LB_CLIENT_MAXCONN must be a number of connections (1-100000), not '$client_maxconn'"
   fi
+  check_rate LB_LOGINS_PER_MINUTE "$logins"
+  check_rate LB_REGISTRATIONS_PER_MINUTE "$registrations"
+  check_rate LB_POSTS_PER_MINUTE "$posts"
   check_seconds WATCHDOG_TIMEOUT "$watchdog_timeout"
   check_seconds WATCHDOG_INTERVAL "$watchdog_interval"
   check_seconds START_TIMEOUT "$start_grace"
@@ -224,7 +245,8 @@ lb_start() {
   ensure_admin_venv
   mkdir -p "$LB_DIR" "$(dirname "$LB_LOG")"
   chmod 700 "$LB_DIR"
-  write_settings "$bind" "$port" "$threads" "$client_maxconn"
+  write_settings "$bind" "$port" "$threads" "$client_maxconn" \
+    "$logins" "$registrations" "$posts"
   if [ -z "$hpid" ]; then
     start_haproxy
     started_haproxy=1

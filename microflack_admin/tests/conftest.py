@@ -5,6 +5,7 @@ etcd (v3 API only), HAProxy in master-worker mode driven by the load
 balancer's watcher, and small HTTP backends (separate processes, so they
 can be killed like a crashed instance).
 """
+import json
 import os
 import shutil
 import signal
@@ -175,7 +176,7 @@ def backends():
 class LoadBalancer:
     """HAProxy (master-worker) and the watcher, as mflb runs them."""
 
-    def __init__(self, directory, etcd_url, watcher_args=()):
+    def __init__(self, directory, etcd_url, watcher_args=(), settings=None):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.haproxy_bin = need_binary('haproxy')
@@ -191,8 +192,13 @@ class LoadBalancer:
             stats_user='admin', stats_password='s3cret:pass',
             stats_socket=str(self.dir / 'admin.sock'),
             state_file=str(self.dir / 'server-state'),
-            bind='127.0.0.1', port=self.port)
+            bind='127.0.0.1', port=self.port, **(settings or {}))
         self.watcher_args = list(watcher_args)
+        if settings:
+            # The rest of the settings, from the file mflb writes.
+            settings_file = self.dir / 'settings.json'
+            settings_file.write_text(json.dumps(settings))
+            self.watcher_args += ['--settings', str(settings_file)]
         self.haproxy = self.watcher = None
         self.http = urllib3.PoolManager(retries=False)
 
@@ -285,13 +291,16 @@ class LoadBalancer:
 
 @pytest.fixture
 def make_lb(tmp_path, etcd_server):
-    """make_lb(etcd_url=None, watcher_args=()) starts a load balancer;
-    each is stopped afterwards, and no HAProxy worker may have crashed."""
+    """make_lb(etcd_url=None, watcher_args=(), settings=None) starts a load
+    balancer (``settings``: lb_config.Settings fields besides its address
+    and stats); each is stopped afterwards, and no HAProxy worker may have
+    crashed."""
     started = []
 
-    def make(etcd_url=None, watcher_args=()):
+    def make(etcd_url=None, watcher_args=(), settings=None):
         lb = LoadBalancer(tmp_path / f'lb{len(started)}',
-                          etcd_url or etcd_server.url, watcher_args)
+                          etcd_url or etcd_server.url, watcher_args,
+                          settings)
         started.append(lb)
         return lb.start()
     yield make

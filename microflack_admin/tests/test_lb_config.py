@@ -243,6 +243,39 @@ def test_client_maxconn(settings, haproxy_check):
     haproxy_check(text)
 
 
+def test_rate_limits_by_default(settings, haproxy_check):
+    """Issue 19, finding 6: logins and registrations per client address,
+    posts per token, each with its own table."""
+    text = render({}, settings).text
+    frontend = '\n'.join(section(text, 'frontend http'))
+    for table, key, request, limit in [
+            ('rate_logins', 'src', 'POST } { path /api/tokens', 30),
+            ('rate_registrations', 'src', 'POST } { path /api/users', 10),
+            ('rate_posts', 'req.fhdr(authorization),sha1',
+             'POST } { path /api/messages', 120)]:
+        assert f'track-sc1 {key} table {table} if {{ method {request} }}' \
+            in frontend
+        assert f'{{ method {request} }}' in frontend
+        assert f'{{ sc1_http_req_rate gt {limit} }}' in frontend
+        assert 'http_req_rate(60s)' in '\n'.join(section(text,
+                                                         f'backend {table}'))
+    assert 'hdr Retry-After 60' in frontend
+    haproxy_check(text)
+
+
+def test_a_rate_limit_of_0_is_off(settings, haproxy_check):
+    text = render(SAMPLE, replace(settings, logins_per_minute=0,
+                                  posts_per_minute=0)).text
+    assert 'rate_logins' not in text and 'rate_posts' not in text
+    assert 'track-sc1 src table rate_registrations' in text
+    haproxy_check(text)
+    text = render(SAMPLE, replace(settings, logins_per_minute=0,
+                                  registrations_per_minute=0,
+                                  posts_per_minute=0)).text
+    assert 'track-sc1' not in text and 'http_req_rate' not in text
+    haproxy_check(text)
+
+
 def test_service_without_upstream_keeps_its_route(settings, haproxy_check):
     tree = {'ui': {'location': '/', 'upstream': {'ui_1': '127.0.0.1:5000'}},
             'messages': {'location': '/api/messages'},
@@ -324,7 +357,8 @@ def test_render_is_pure(settings):
 def test_empty_or_junk_trees_render_a_valid_config(settings, haproxy_check,
                                                    tree):
     rendered = render(tree, settings)
-    assert 'backend ' not in rendered.text
+    # No service's backend (the rate limits' tables are backends too).
+    assert '_backend' not in rendered.text
     haproxy_check(rendered.text)
 
 
@@ -421,6 +455,9 @@ def test_good_addresses(address, expected):
     {'threads': 0}, {'threads': 65}, {'threads': '2'}, {'threads': True},
     {'client_maxconn': 0}, {'client_maxconn': 100001},
     {'client_maxconn': '5'}, {'client_maxconn': True},
+    {'logins_per_minute': -1}, {'registrations_per_minute': 100001},
+    {'posts_per_minute': '5'}, {'posts_per_minute': True},
+    {'logins_per_minute': 1.5},
     {'stats_user': ''}, {'stats_user': 'a:b'}, {'stats_user': 'a b'},
     {'stats_password': ''}, {'stats_password': "it's"},
     {'stats_password': 'a b'}, {'stats_password': 'a\nb'},
@@ -670,3 +707,80 @@ def test_a_body_too_large_is_refused_at_once(lb, etcd, backends, ui_backend):
     assert time.monotonic() - started < 2
     status, _, body = post(100000)
     assert status == 200 and body.startswith(b'socketio_1 POST'), body[:100]
+
+
+# -- rate limits, through a real HAProxy (issue 19, finding 6) -----------
+
+LIMITS = {'logins_per_minute': 3, 'registrations_per_minute': 2,
+          'posts_per_minute': 4}
+
+
+def send(lb, method, path, source='127.0.0.1', token=None):
+    """(status, headers, body) of one request from ``source``."""
+    auth = f'Authorization: Bearer {token}\r\n' if token else ''
+    data = (f'{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}'
+            f'Content-Length: 2\r\nConnection: close\r\n\r\n{{}}').encode()
+    with socket.create_connection(('127.0.0.1', lb.port), timeout=5,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(data)
+        answer = b''
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
+    return int(lines[0].split()[1]), headers, body
+
+
+def assert_too_many(answer):
+    status, headers, body = answer
+    assert_json_error(status, headers, body, 429)
+    assert headers['retry-after'] == '60'
+
+
+@pytest.fixture
+def limited_lb(make_lb, etcd, backends):
+    """A load balancer with small limits in front of users, tokens and
+    messages backends."""
+    lb = make_lb(settings=LIMITS)
+    for name, location in [('users', '/api/users'), ('tokens', '/api/tokens'),
+                           ('messages', '/api/messages')]:
+        backend = backends(f'{name}_1')
+        etcd.put(f'/services/{name}/location', location)
+        etcd.put(f'/services/{name}/upstream/{backend.name}', backend.address)
+        assert wait_until(lambda location=location, server=backend.name:
+                          lb.routed_to(location, server), 5) \
+            is not None, lb.logs()
+    return lb
+
+
+def test_logins_and_registrations_are_limited_per_address(limited_lb):
+    lb = limited_lb
+    for _ in range(3):
+        status, _, body = send(lb, 'POST', '/api/tokens')
+        assert status == 200 and body.startswith(b'tokens_1 POST'), body
+    assert_too_many(send(lb, 'POST', '/api/tokens'))
+    # A refused attempt counts too: who keeps trying stays out.
+    assert_too_many(send(lb, 'POST', '/api/tokens'))
+    # Another address has its own count; other requests have none.
+    assert send(lb, 'POST', '/api/tokens', source='127.0.0.2')[0] == 200
+    assert send(lb, 'GET', '/api/tokens')[0] == 200
+    # Registrations have their own limit.
+    for _ in range(2):
+        assert send(lb, 'POST', '/api/users')[0] == 200
+    assert_too_many(send(lb, 'POST', '/api/users'))
+    assert send(lb, 'GET', '/api/users')[0] == 200
+
+
+def test_posts_are_limited_per_token(limited_lb):
+    """Per token, not per address: Socket.IO's relays of every user come
+    from the socketio instances' address."""
+    lb = limited_lb
+    for _ in range(4):
+        assert send(lb, 'POST', '/api/messages', token='a.b.c')[0] == 200
+    assert_too_many(send(lb, 'POST', '/api/messages', token='a.b.c'))
+    assert send(lb, 'POST', '/api/messages', token='d.e.f')[0] == 200
+    # Without a token the service answers 401 itself; nothing is counted.
+    for _ in range(6):
+        assert send(lb, 'POST', '/api/messages')[0] == 200
+    assert send(lb, 'GET', '/api/messages', token='a.b.c')[0] == 200

@@ -256,6 +256,73 @@ def test_ping_user_with_a_revoked_token(platform, connect):
     assert other.received('expired_token') == []
 
 
+def log_in(platform, nickname, password='pw'):
+    rv = platform.http.post(f'{platform.lb}/api/tokens', timeout=10,
+                            auth=(nickname, password))
+    return rv.json()['token'] if rv.status_code == 200 else None
+
+
+def refused_by_every_service(platform, token, client):
+    """Whether every service and the Socket.IO relay refuse ``token``."""
+    auth = {'Authorization': f'Bearer {token}'}
+    statuses = [platform.http.request(method, f'{platform.lb}{path}',
+                                      headers=auth, timeout=10, json=body)
+                .status_code
+                for method, path, body in [
+                    ('GET', '/api/tokens', None),
+                    ('PUT', '/api/users/me', None),
+                    ('POST', '/api/messages', {'source': unique('late')})]]
+    if statuses != [401, 401, 401]:
+        return False
+    client.forget()
+    client.emit('post_message', {'source': unique('late')}, token)
+    try:
+        client.wait_for('expired_token', timeout=1)
+    except AssertionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize('how', ['password change', 'log out everywhere'])
+def test_every_session_of_the_user_ends(platform, connect, how):
+    """Issue 19, finding 2 and issue 20, item 9: one request ends every
+    token the user holds, in every service and on every Socket.IO
+    connection, within seconds; another user's tokens go on working and
+    the user can log in again (with the new password)."""
+    user, first = new_user(platform, 'ends')
+    second = log_in(platform, user['nickname'])
+    _, bystander = new_user(platform, 'stays')
+    client = connect()
+    client.emit('ping_user', second)
+    auth = {'Authorization': f'Bearer {first}'}
+    if how == 'password change':
+        rv = platform.http.put(
+            f"{platform.lb}/api/users/{user['id']}", headers=auth,
+            timeout=10, json={'password': 'new', 'current_password': 'pw'})
+        password = 'new'
+    else:
+        rv = platform.http.delete(f'{platform.lb}/api/tokens/all',
+                                  headers=auth, timeout=10)
+        password = 'pw'
+    assert rv.status_code == 204, rv.text
+    for token in (first, second):
+        platform.wait_for(
+            lambda token=token: refused_by_every_service(platform, token,
+                                                         client),
+            timeout=5, interval=0.2, what='every token of the user refused')
+    rv = platform.http.put(f'{platform.lb}/api/users/me', timeout=10,
+                           headers={'Authorization': f'Bearer {bystander}'})
+    assert rv.status_code == 204
+    if how == 'password change':
+        assert log_in(platform, user['nickname'], 'pw') is None
+    time.sleep(0.01)
+    again = log_in(platform, user['nickname'], password)
+    client.forget()
+    client.emit('ping_user', again)
+    time.sleep(QUIET)
+    assert client.received('expired_token') == []
+
+
 def test_post_message_reaches_every_client(platform, connect):
     user, token = new_user(platform)
     marker = unique('msg')

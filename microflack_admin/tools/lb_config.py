@@ -41,6 +41,7 @@ MIN_WEIGHT, MAX_WEIGHT = 1, 256
 MAXCONN_RANGE = (1, 10000)
 TIMEOUT_SERVER_RANGE = (1, 3600)        # seconds
 MAX_CLIENT_CONNECTIONS = 100000
+MAX_RATE = 100000          # requests per minute of a rate limit
 STATS_URI = '/stats'
 # Checks every second, every 0.5 s once one failed: two failures (at most
 # about 2 s) take a server out, one success brings it back. The requests a
@@ -84,6 +85,22 @@ JSON_ERRORS = {
     504: 'gateway timeout',
 }
 
+# Rate limits: (setting, method and path, what the count is kept per, its
+# stick table's key type, its 429's message). Per client address for
+# logins and registrations; per token for posts: Socket.IO's relays reach
+# the load balancer from the socketio instances' address, each with its
+# user's token.
+RATE_LIMITS = (
+    ('logins_per_minute', 'POST /api/tokens', 'src', 'ip',
+     'too many login attempts from this address, try again later'),
+    ('registrations_per_minute', 'POST /api/users', 'src', 'ip',
+     'too many registrations from this address, try again later'),
+    ('posts_per_minute', 'POST /api/messages',
+     'req.fhdr(authorization),sha1', 'binary len 20',
+     'too many messages, wait a moment'),
+)
+RATE_WINDOW = 60            # seconds; a 429 says to retry after this
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -101,6 +118,10 @@ class Settings:
     # Connections one client address may hold open at once; more are
     # refused. Enough for many browsers behind one NAT address.
     client_maxconn: int = 500
+    # Requests a minute (a sliding window); 0 turns a limit off.
+    logins_per_minute: int = 30
+    registrations_per_minute: int = 10
+    posts_per_minute: int = 120
 
     def __post_init__(self):
         try:
@@ -120,6 +141,11 @@ class Settings:
                 or not 1 <= self.client_maxconn <= MAX_CLIENT_CONNECTIONS:
             raise ValueError(f'client_maxconn {self.client_maxconn!r} is not '
                              f'in 1-{MAX_CLIENT_CONNECTIONS}')
+        for name, *_ in RATE_LIMITS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value <= MAX_RATE:
+                raise ValueError(f'{name} {value!r} is not in 0-{MAX_RATE}')
         if not STATS_USER.fullmatch(self.stats_user or ''):
             raise ValueError('the stats user must be 1-64 characters among '
                              'letters, digits, ".", "_" and "-"')
@@ -320,8 +346,42 @@ def _quote(value):
     return f"'{value}'"
 
 
+def _rate_limits(settings):
+    """The frontend's rules for the limits that are on, and the backends
+    that only hold their stick tables."""
+    rules, tables = [], []
+    # One sticky counter (sc1) serves them all: a request is counted by
+    # one limit at most. (sc0 counts the address's connections.)
+    for name, request, key, key_type, message in RATE_LIMITS:
+        if not getattr(settings, name):
+            continue
+        method, path = request.split()
+        table = f'rate_{name.removesuffix("_per_minute")}'
+        applies = f'{{ method {method} }} {{ path {path} }}'
+        if key.startswith('req.'):
+            applies += f' {{ {key.split(",")[0]} -m found }}'
+        rules += [
+            f'    http-request track-sc1 {key} table {table} '
+            f'if {applies}',
+            f'    http-request deny status 429 content-type application/json '
+            f'string \'{{"error": "{message}"}}\' '
+            f'hdr Retry-After {RATE_WINDOW} if {applies} '
+            f'{{ sc1_http_req_rate gt {getattr(settings, name)} }}',
+        ]
+        tables += ['', f'backend {table}',
+                   f'    stick-table type {key_type} size 100k expire '
+                   f'{2 * RATE_WINDOW}s store '
+                   f'http_req_rate({RATE_WINDOW}s)']
+    if rules:
+        rules.insert(0, '    # Rate limits (lb_config.RATE_LIMITS): a '
+                        'refused request counts too, so')
+        rules.insert(1, '    # a client that keeps trying stays refused.')
+    return rules, tables
+
+
 def _global_and_defaults(settings):
     methods = ' '.join(IDEMPOTENT_METHODS)
+    rate_rules = '\n'.join(_rate_limits(settings)[0])
     compression = '\n'.join(f'    {line}' for line in COMPRESSION)
     json_errors = '\n'.join(
         f'    http-error status {status} content-type application/json '
@@ -398,6 +458,7 @@ frontend http
     http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt {MAX_BODY} }}
     # HTTP/1.1 requires a Host header (RFC 9112, 3.2).
     http-request deny deny_status 400 if {{ req.ver 1.1 }} !{{ req.hdr(host) -m found }}
+{rate_rules}
     # Which server software answered is nobody's business.
     http-response del-header Server
     # Connection failures are always retried; a request that reached a
@@ -436,6 +497,7 @@ def render(tree, settings):
     default = [s for s in services if s.location == '/']
     if default:
         lines.append(f'    default_backend {default[0].backend}')
+    lines += _rate_limits(settings)[1]
     for service in services:
         lines.append('')
         lines.append(f'backend {service.backend}')

@@ -462,7 +462,8 @@ def load_settings(args):
     if 'stats_password' not in values and os.environ.get('STATS_PASSWORD'):
         values['stats_password'] = os.environ['STATS_PASSWORD']
     required = ('stats_user', 'stats_password', 'stats_socket', 'state_file')
-    fields = ('bind', 'port', 'threads', 'client_maxconn', *required)
+    fields = ('bind', 'port', 'threads', 'client_maxconn',
+              *(limit[0] for limit in lb_config.RATE_LIMITS), *required)
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f'unknown settings: {", ".join(sorted(unknown))}')

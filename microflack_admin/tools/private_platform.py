@@ -94,6 +94,11 @@ def http_session():
     return http
 
 
+NO_RATE_LIMITS = {'LB_LOGINS_PER_MINUTE': '0',
+                  'LB_REGISTRATIONS_PER_MINUTE': '0',
+                  'LB_POSTS_PER_MINUTE': '0'}
+
+
 def free_ports_env(home, db_prefix, channel_prefix, settings=None):
     """The settings of a platform to install in ``home``: free loopback
     ports, its own database prefix and Redis channel, ``settings`` on
@@ -109,6 +114,9 @@ def free_ports_env(home, db_prefix, channel_prefix, settings=None):
         'MF_DB_PREFIX': db_prefix,
         # Its own pushes channel: other platforms may share the Redis.
         'REDIS_CHANNEL': f'{channel_prefix}-{os.getpid()}-{free_port()}',
+        # Every request of a test or benchmark comes from one address and
+        # a few tokens: no rate limits (tests/test_lb_config.py tests them).
+        **NO_RATE_LIMITS,
         **(settings or {}),
     }
     env['PATH'] = f"{ADMIN / 'bin'}:{os.environ['PATH']}"

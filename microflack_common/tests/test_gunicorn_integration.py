@@ -1,7 +1,9 @@
 """A real gunicorn instance with the shared settings registers itself in a
 real etcd, and on SIGTERM leaves the registry before it stops serving."""
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -84,7 +86,10 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
             'roundrobin'
         http = urllib3.PoolManager()
         url = f'http://127.0.0.1:{port}/api/sample'
-        assert http.request('GET', url).json() == {'hello': 'world'}
+        answer = http.request('GET', url)
+        assert answer.json() == {'hello': 'world'}
+        assert 'gunicorn' not in answer.headers.get('Server', '')
+        assert_gunicorns_errors_are_json(port)
 
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
@@ -100,6 +105,33 @@ def test_registers_and_deregisters_on_sigterm(service_dir, etcd_url):
     assert 'registering sample_1' in output
     # Said once at start, whatever it decided (gunicorn_patches).
     assert 'the yielding signal queue not applied to gunicorn ' in output
+    assert 'applied JSON error answers to gunicorn' in output
+
+
+def raw_answer(port, data):
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as sock:
+        sock.sendall(data)
+        answer = b''
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b'\r\n\r\n')
+    return head.decode('latin-1'), body
+
+
+def assert_gunicorns_errors_are_json(port):
+    """Issue 19, finding 8: what gunicorn answers itself (a request it
+    cannot parse) was an HTML page naming gunicorn."""
+    for request, status in [
+            (b'GET /' + b'a' * 5000 + b' HTTP/1.1\r\nHost: x\r\n\r\n',
+             414),
+            (b'NOT A REQUEST\r\n\r\n', 400),
+            (b'GET / HTTP/1.1\r\nHost: x\r\nX: ' + b'y' * 9000 +
+             b'\r\n\r\n', 431)]:
+        head, body = raw_answer(port, request)
+        assert head.split()[1] == str(status), head
+        assert 'Content-Type: application/json' in head, head
+        assert 'gunicorn' not in head.lower(), head
+        assert list(json.loads(body)) == ['error'], body
 
 
 

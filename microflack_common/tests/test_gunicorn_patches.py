@@ -105,3 +105,37 @@ def test_a_worker_without_the_setting_is_left_alone(log):
     [record] = log.records
     assert record.levelname == 'WARNING'
     assert 'not applied' in record.getMessage()
+
+
+def json_error_written(monkeypatch):
+    """Apply json_error_answers (undone after the test) and have gunicorn
+    write a 431 through a socket pair: the bytes the client gets."""
+    import socket
+
+    from gunicorn import util
+    from gunicorn.http import wsgi
+
+    from microflack_common.gunicorn_patches import json_error_answers
+    monkeypatch.setattr(util, 'write_error', util.write_error)
+    monkeypatch.setattr(wsgi, 'SERVER', wsgi.SERVER)
+    assert json_error_answers()
+    assert wsgi.SERVER == 'microflack'
+    server, client = socket.socketpair()
+    with server, client:
+        util.write_error(server, 431, 'Request Header Fields Too Large',
+                         "Error parsing headers: 'x\u00e9'")
+        server.shutdown(socket.SHUT_WR)
+        return client.makefile('rb').read()
+
+
+def test_gunicorns_own_errors_are_json(monkeypatch):
+    """Issue 19, finding 8: they were HTML pages."""
+    import json
+    answer = json_error_written(monkeypatch)
+    head, _, body = answer.partition(b'\r\n\r\n')
+    assert head.split(b'\r\n')[0] == \
+        b'HTTP/1.1 431 Request Header Fields Too Large'
+    assert b'Content-Type: application/json' in head
+    assert f'Content-Length: {len(body)}'.encode() in head
+    assert json.loads(body) == {'error': "request header fields too large: "
+                                         "Error parsing headers: 'x\u00e9'"}

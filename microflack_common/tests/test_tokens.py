@@ -154,6 +154,30 @@ def test_exp_must_be_a_finite_time(exp):
         decode_token(token, KEY)
 
 
+def test_a_token_says_when_it_was_issued_to_the_millisecond():
+    before = time.time()
+    iat = decode_token(generate_token(1, KEY), KEY)['iat']
+    assert before - 0.001 <= iat <= time.time()
+    assert round(iat, 3) == iat
+
+
+@pytest.mark.parametrize('iat', [float('nan'), float('inf'), 'now', True,
+                                 None])
+def test_iat_must_be_a_time(iat):
+    token = jwt.encode({'user_id': 1, 'exp': int(time.time()) + 60,
+                        'iat': iat}, KEY, algorithm='HS256')
+    with pytest.raises(InvalidToken):
+        decode_token(token, KEY)
+
+
+def test_a_token_issued_by_a_clock_a_little_ahead_is_accepted():
+    """Another host's clock may be ahead by a second: PyJWT would call
+    such a token not yet valid."""
+    token = jwt.encode({'user_id': 1, 'exp': int(time.time()) + 60,
+                        'iat': time.time() + 2}, KEY, algorithm='HS256')
+    assert decode_token(token, KEY)['user_id'] == 1
+
+
 def test_the_signature_of_a_token_is_checked_once(monkeypatch):
     tokens._verified_claims.cache_clear()
     calls = []

@@ -38,3 +38,22 @@ def test_the_eventlet_worker_takes_a_shorter_graceful_timeout():
     # What the eventlet worker waits for its connections after a SIGTERM.
     assert 'eventlet.Timeout(self.cfg.graceful_timeout)' in \
         eventlet_worker_source()
+
+
+def test_its_errors_are_json_too(monkeypatch):
+    import json
+
+    from gunicorn import util
+    from gunicorn.http import wsgi
+
+    from microflack_common.gunicorn_patches import json_error_answers
+    monkeypatch.setattr(util, 'write_error', util.write_error)
+    monkeypatch.setattr(wsgi, 'SERVER', wsgi.SERVER)
+    assert json_error_answers()
+    sent = []
+    monkeypatch.setattr(util, 'write_nonblock',
+                        lambda sock, data: sent.append(data))
+    util.write_error(None, 400, 'Bad Request', 'Invalid request line')
+    head, _, body = sent[0].partition(b'\r\n\r\n')
+    assert b'Content-Type: application/json' in head
+    assert json.loads(body) == {'error': 'bad request: Invalid request line'}

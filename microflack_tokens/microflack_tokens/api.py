@@ -1,5 +1,6 @@
 """/api/tokens: log in (through the users service), check, revoke."""
 import logging
+from contextlib import contextmanager
 
 import requests
 from flask import Blueprint, abort, current_app, jsonify, request
@@ -59,11 +60,32 @@ def check_token():
 @tokens.route('', methods=['DELETE'])
 @token_auth.login_required
 def revoke_token():
-    try:
+    """Log out: this token ends."""
+    with registry_required():
         shared_parts().revocations.revoke(current_token(),
-                                      current_claims()['exp'])
+                                          current_claims()['exp'])
+    return '', 204
+
+
+@tokens.route('/all', methods=['DELETE'])
+@token_auth.login_required
+def revoke_all_tokens():
+    """Log out everywhere: every token of the user issued until now ends
+    (one key in etcd, however many tokens there are)."""
+    with registry_required():
+        shared_parts().revocations.revoke_user(
+            current_claims()['user_id'],
+            current_app.config['TOKEN_EXPIRATION'])
+    return '', 204
+
+
+@contextmanager
+def registry_required():
+    """A revocation etcd cannot record is a 503: the client knows it did
+    not happen."""
+    try:
+        yield
     except EtcdError as exc:
         logger.warning('cannot record a revocation: %s', exc)
         abort(503, 'the token registry is unavailable, try again')
-    return '', 204
 

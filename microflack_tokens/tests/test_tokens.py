@@ -128,3 +128,38 @@ def test_health(client):
     rv = client.get('/health')
     assert rv.status == 200
     assert rv.json['service'] == 'tokens'
+
+
+# -- log out everywhere (issue 20 item 9; the mechanism of issue 19's
+# finding 2) --
+
+def test_revoke_all_tokens_of_the_user(app, client, etcd):
+    first, second = make_token(app, 7), make_token(app, 7)
+    someone_else = make_token(app, 8)
+    rv = client.delete('/api/tokens/all', token=first)
+    assert rv.status == 204 and rv.data == b''
+    # One key for the user, however many tokens it had.
+    assert float(etcd.get_value('/revoked-users/7')) <= time.time() + 0.001
+    assert 3600 < etcd.ttl('/revoked-users/7') <= 3600 + 6
+    assert etcd.get_value('/revoked-tokens/' + first) is None
+    for token in (first, second):
+        assert client.get('/api/tokens', token=token).status == 401
+    assert client.get('/api/tokens', token=someone_else).status == 200
+    time.sleep(0.002)       # a later millisecond: a new login
+    assert client.get('/api/tokens', token=make_token(app, 7)).status == 200
+
+
+def test_revoke_all_needs_a_valid_token(app, client, etcd):
+    assert client.delete('/api/tokens/all').status == 401
+    assert client.delete('/api/tokens/all', token='garbage').status == 401
+    assert etcd.get_prefix('/revoked-users/').kvs == []
+
+
+def test_revoke_all_with_etcd_down_is_503(app, client, etcd):
+    token = make_token(app, 7)
+    etcd.down = True
+    rv = client.delete('/api/tokens/all', token=token)
+    assert rv.status == 503
+    assert rv.json['error']
+    etcd.down = False
+    assert client.get('/api/tokens', token=token).status == 200

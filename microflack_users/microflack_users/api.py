@@ -1,5 +1,6 @@
 """/api/users: register, list, show and edit users; log in (Basic), ping
 and sign off (token)."""
+import logging
 import unicodedata
 
 from flask import Blueprint, abort, current_app, request
@@ -13,7 +14,9 @@ from microflack_common.auth import (
     unauthorized,
 )
 from microflack_common.database import retry_on_lost_connection
+from microflack_common.etcd_client import EtcdError
 from microflack_common.paging import Page, page_request, page_statement, wants_page
+from microflack_common.service import shared_parts
 from microflack_common.validation import (
     bool_arg,
     json_object,
@@ -24,6 +27,7 @@ from microflack_common.validation import (
 from .auth import basic_auth
 from .models import NICKNAME_LENGTH, PASSWORD_LENGTH, User, db
 
+logger = logging.getLogger(__name__)
 users = Blueprint('users', __name__)
 
 
@@ -186,9 +190,44 @@ def edit_user(user_id):
     if nickname is not None:
         user.nickname = nickname
     if password is not None:
-        user.set_password(password)
+        change_password(user, data, password)
     commit_user_changes()
+    if password is not None:
+        # Again, now that the old password is gone: a login that slipped
+        # in with it since the first revocation is ended too.
+        end_sessions(user, required=False)
     return '', 204
+
+
+def change_password(user, data, password):
+    """Set a new password: only with the current one (a stolen token is
+    not enough), and every token given out with the old one ends."""
+    current = string_field(data, 'current_password', required=False,
+                           max_length=PASSWORD_LENGTH)
+    if current is None:
+        abort(400, 'current_password is required to change the password')
+    if not user.check_password(current):
+        abort(403, 'current_password is wrong')
+    # Before the change: a change whose revocation etcd cannot record is
+    # not made (503).
+    end_sessions(user)
+    user.set_password(password)
+
+
+def end_sessions(user, required=True):
+    """Revoke every token of ``user`` issued until now."""
+    revocations = shared_parts().revocations
+    if revocations is None:
+        return
+    try:
+        revocations.revoke_user(user.id,
+                                current_app.config['TOKEN_EXPIRATION'])
+    except EtcdError as exc:
+        logger.warning('cannot revoke the tokens of user %d: %s',
+                       user.id, exc)
+        if required:
+            db.session.rollback()
+            abort(503, 'the token registry is unavailable, try again')
 
 
 @users.route('/me', methods=['GET'])

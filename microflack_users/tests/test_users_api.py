@@ -3,6 +3,7 @@ ordering and the pushes each write makes."""
 import itertools
 import time
 
+import pytest
 from werkzeug.security import check_password_hash
 
 from microflack_common.utils import timestamp
@@ -190,7 +191,8 @@ def test_edit_keeps_the_same_nickname(client, token, add_user):
 def test_edit_own_password(client, token, add_user, rows):
     susan = add_user('susan', 'dog')
     old_hash = rows()[0]['password_hash']
-    rv = client.put(f'/api/users/{susan}', {'password': 'cat'},
+    rv = client.put(f'/api/users/{susan}', {'password': 'cat',
+                                            'current_password': 'dog'},
                     token=token(susan))
     assert rv.status == 204
     new_hash = rows()[0]['password_hash']
@@ -202,10 +204,80 @@ def test_edit_own_password(client, token, add_user, rows):
 def test_edit_both(client, token, add_user):
     susan = add_user('susan', 'dog')
     rv = client.put(f'/api/users/{susan}', {'nickname': 'suzy',
-                                            'password': 'cat'},
+                                            'password': 'cat',
+                                            'current_password': 'dog'},
                     token=token(susan))
     assert rv.status == 204
     assert client.get('/api/users/me', basic=('suzy', 'cat')).status == 200
+
+
+def credentials(rows):
+    return [(row['nickname'], row['password_hash']) for row in rows]
+
+
+@pytest.mark.parametrize('body, status', [
+    ({'password': 'cat'}, 400),
+    ({'password': 'cat', 'current_password': 'wrong'}, 403),
+    ({'password': 'cat', 'current_password': 5}, 400),
+    ({'nickname': 'suzy', 'password': 'cat'}, 400),
+])
+def test_a_password_change_needs_the_current_password(
+        client, token, add_user, rows, etcd, body, status):
+    """Issue 19, finding 2: a stolen token alone does not take over the
+    account. Nothing changes (the nickname neither)."""
+    susan = add_user('susan', 'dog')
+    before = credentials(rows())
+    rv = client.put(f'/api/users/{susan}', body, token=token(susan))
+    assert rv.status == status
+    assert rv.json['error']
+    assert credentials(rows()) == before
+    assert etcd.get_prefix('/revoked-users/').kvs == []
+    assert client.get('/api/users/me', basic=('susan', 'dog')).status == 200
+
+
+def test_a_password_change_ends_every_token_of_the_user(
+        app, client, token, add_user, etcd):
+    """Issue 19, finding 2: the tokens given out with the old password
+    stop working (one revocation for the user), others' do not."""
+    susan, david = add_user('susan', 'dog'), add_user('david')
+    first, second, davids = token(susan), token(susan), token(david)
+    rv = client.put(f'/api/users/{susan}', {'password': 'cat',
+                                            'current_password': 'dog'},
+                    token=first)
+    assert rv.status == 204
+    assert etcd.get_value(f'/revoked-users/{susan}') is not None
+    for old in (first, second):
+        assert client.put('/api/users/me', token=old).status == 401
+    assert client.put('/api/users/me', token=davids).status == 204
+    time.sleep(0.002)       # a later millisecond: logging in again
+    assert client.put('/api/users/me', token=token(susan)).status == 204
+
+
+def test_a_nickname_change_keeps_the_tokens(client, token, add_user, etcd):
+    susan = add_user('susan')
+    mine = token(susan)
+    rv = client.put(f'/api/users/{susan}', {'nickname': 'suzy'}, token=mine)
+    assert rv.status == 204
+    assert etcd.get_prefix('/revoked-users/').kvs == []
+    assert client.put('/api/users/me', token=mine).status == 204
+
+
+def test_a_password_change_etcd_cannot_record_is_not_made(
+        client, token, add_user, rows, etcd):
+    susan = add_user('susan', 'dog')
+    mine = token(susan)
+    client.put('/api/users/me', token=mine)      # checked while etcd is up
+    before = credentials(rows())
+    etcd.down = True
+    rv = client.put(f'/api/users/{susan}', {'password': 'cat',
+                                            'current_password': 'dog',
+                                            'nickname': 'suzy'},
+                    token=mine)
+    assert rv.status == 503
+    assert rv.json['error']
+    etcd.down = False
+    assert credentials(rows()) == before
+    assert client.get('/api/users/me', basic=('susan', 'dog')).status == 200
 
 
 def test_edit_someone_else(client, token, add_user, rows):

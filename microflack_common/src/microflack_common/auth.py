@@ -37,7 +37,7 @@ def verify_token(token):
     except InvalidToken:
         return None
     if parts.revocations is not None \
-            and parts.revocations.is_revoked(token):
+            and parts.revocations.is_revoked(token, claims):
         return None
     g.jwt_claims = claims
     g.jwt_token = token

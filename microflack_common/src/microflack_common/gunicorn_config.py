@@ -134,13 +134,15 @@ def _flat_release_configs():
 def when_ready(server):
     global _registration
     from .etcd_client import EtcdClient
-    from .gunicorn_patches import yield_signal_queue
+    from .gunicorn_patches import json_error_answers, yield_signal_queue
     from .registration import registration_from_config
 
     if not logging.getLogger().handlers:     # the master's own log lines
         logging.basicConfig(level=logging.INFO, format='[%(asctime)s] '
                             '[%(process)d] [%(levelname)s] %(name)s: %(message)s')
     yield_signal_queue(server, green=_green())
+    # Before the workers are forked: each has it.
+    json_error_answers()
     config = _service_config()
     if not config.get('ETCD') or not config.get('SERVICE_ADDRESS'):
         server.log.warning('ETCD or SERVICE_ADDRESS unset: not registering '

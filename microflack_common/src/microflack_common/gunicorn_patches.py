@@ -8,6 +8,7 @@ version: ``applied <patch> to gunicorn <version>``, or ``not applied:
 socketio suite (each on its own gunicorn pin) fail when a pinned version
 no longer takes one.
 """
+import json
 import logging
 import queue
 import time
@@ -100,3 +101,38 @@ def shorten_graceful_timeout(worker, seconds):
         if cfg.graceful_timeout != seconds:
             return _report(patch, False, 'the setting did not change')
     return _report(patch, True)
+
+
+def json_error_answers():
+    """gunicorn answers the requests it cannot parse (400, 414 request line
+    too long, 431 headers too large, ...) itself, with an HTML page and
+    ``Server: gunicorn``: make them the API's JSON ``{"error": ...}``, and
+    name no server software in any answer. Returns whether it applied."""
+    patch = 'JSON error answers'
+    try:
+        from gunicorn import util
+        from gunicorn.http import wsgi
+    except ImportError:
+        return _report(patch, False, 'gunicorn is not installed',
+                       logging.INFO)
+    if not callable(getattr(util, 'write_error', None)) \
+            or not callable(getattr(util, 'write_nonblock', None)) \
+            or not isinstance(getattr(wsgi, 'SERVER', None), str):
+        return _report(patch, False, 'gunicorn has no util.write_error, '
+                       'util.write_nonblock or http.wsgi.SERVER')
+    util.write_error = write_json_error
+    wsgi.SERVER = 'microflack'
+    return _report(patch, True)
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """What gunicorn's ``util.write_error`` writes, as JSON."""
+    from gunicorn import util
+    reason = str(reason).encode('latin-1', 'replace').decode('latin-1')
+    body = json.dumps({'error': f'{reason.lower()}: {mesg}' if mesg
+                       else reason.lower()}).encode()
+    head = (f'HTTP/1.1 {int(status_int)} {reason}\r\n'
+            'Connection: close\r\n'
+            'Content-Type: application/json\r\n'
+            f'Content-Length: {len(body)}\r\n\r\n').encode('latin-1')
+    util.write_nonblock(sock, head + body)

@@ -3,6 +3,12 @@ they would have expired anyway: the key's value is that moment (seconds
 since the epoch) and the key is attached to a lease that ends then, so
 etcd deletes it on its own.
 
+Every token of a user at once (a password change, "log out everywhere")
+is one key, ``/revoked-users/<user id>``: its value is a moment, and the
+user's tokens issued before it (claim ``iat``; a token without one counts
+as issued before) are refused. Its lease ends when the last of those
+tokens would have expired.
+
 Each serving process keeps a mirror of that directory in memory: a
 background thread reads it once, then follows its changes with an etcd
 watch, so a lookup costs no round trip and a revocation reaches every
@@ -26,6 +32,9 @@ from .etcd_client import EtcdCompacted, EtcdError, EtcdTimeout
 logger = logging.getLogger(__name__)
 
 REVOKED_PREFIX = '/revoked-tokens/'
+REVOKED_USERS_PREFIX = '/revoked-users/'
+# What the mirror follows: both directories above.
+MIRRORED_PREFIX = '/revoked-'
 # Kept past the token's expiry so clocks a little apart still agree.
 EXPIRY_MARGIN = 5
 WARNING_INTERVAL = 30
@@ -43,7 +52,7 @@ class RevocationList:
         self.etcd = etcd
         self.cache_seconds = cache_seconds
         self.clock = clock
-        self._cache = {}            # token -> (revoked, checked_at)
+        self._cache = {}            # key -> (value or None, checked_at)
         self._lock = threading.Lock()
         self._last_warning = None
         self.mirror = RevocationMirror(etcd) if mirror else None
@@ -51,43 +60,65 @@ class RevocationList:
     def revoke(self, token, expires_at):
         """Record a token as revoked until ``expires_at`` (+ a margin)."""
         ttl = max(1, int(expires_at - time.time()) + EXPIRY_MARGIN)
-        until = time.time() + ttl
-        self.etcd.put_expiring(REVOKED_PREFIX + token, f'{until:.0f}', ttl)
+        self._record(REVOKED_PREFIX + token, f'{time.time() + ttl:.0f}', ttl)
+
+    def revoke_user(self, user_id, token_lifetime):
+        """Revoke every token of the user issued until now; tokens live
+        at most ``token_lifetime`` seconds."""
+        # Tokens say when they were issued to the millisecond, rounded
+        # down: rounding up here ends one issued in this very millisecond.
+        since = math.ceil(time.time() * 1000) / 1000
+        self._record(f'{REVOKED_USERS_PREFIX}{user_id}', f'{since:.3f}',
+                     max(1, int(token_lifetime) + EXPIRY_MARGIN))
+
+    def _record(self, key, value, ttl):
+        self.etcd.put_expiring(key, value, ttl)
         if self.mirror is not None:
-            self.mirror.add(token, until)
+            self.mirror.add(key, value)
         with self._lock:
-            self._cache[token] = (True, self.clock())
+            self._cache[key] = (value, self.clock())
 
-    def is_revoked(self, token):
+    def is_revoked(self, token, claims=None):
+        """Whether the token was revoked, alone or (given its ``claims``)
+        with every token of its user."""
+        value = self._value(REVOKED_PREFIX + token)
+        if value is not None and _expiry(value) > time.time():
+            return True
+        if claims is None:
+            return False
+        since = self._value(f'{REVOKED_USERS_PREFIX}{claims["user_id"]}')
+        return since is not None and issued_at(claims) < _moment(since)
+
+    def _value(self, key):
         if self.mirror is not None:
-            revoked = self.mirror.lookup(token)
-            if revoked is not None:
-                return revoked
-        return self._look_up(token)
+            found, value = self.mirror.lookup_key(key)
+            if found:
+                return value
+        return self._look_up(key)
 
-    def _look_up(self, token):
-        """Ask etcd about one token (with the short cache)."""
+    def _look_up(self, key):
+        """Ask etcd about one key (with the short cache)."""
         now = self.clock()
         with self._lock:
-            cached = self._cache.get(token)
+            cached = self._cache.get(key)
         if cached and now - cached[1] < self.cache_seconds:
             return cached[0]
         try:
-            revoked = self.etcd.get(REVOKED_PREFIX + token) is not None
+            value = self.etcd.get_value(key)
         except EtcdError as exc:
             self._warn(exc)
-            revoked = cached[0] if cached else False
+            value = cached[0] if cached else None
         with self._lock:
             if len(self._cache) >= CACHE_LIMIT:
                 self._evict(now)
-            self._cache[token] = (revoked, now)
-        return revoked
+            self._cache[key] = (value, now)
+        return value
 
     def _evict(self, now):
-        stale = [token for token, (_, checked_at) in self._cache.items()
+        stale = [key for key, (_, checked_at) in self._cache.items()
                  if now - checked_at >= self.cache_seconds]
-        for token in stale:
-            del self._cache[token]
+        for key in stale:
+            del self._cache[key]
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
 
@@ -101,16 +132,17 @@ class RevocationList:
 
 
 class RevocationMirror:
-    """Every revoked token, followed from etcd by a background thread of
-    this process (started at the first lookup: a process forked later, such
-    as a gunicorn worker, starts its own)."""
+    """Every revocation (of tokens and of users' tokens), followed from
+    etcd by a background thread of this process (started at the first
+    lookup: a process forked later, such as a gunicorn worker, starts its
+    own)."""
 
     def __init__(self, etcd, watch_timeout=WATCH_TIMEOUT,
                  retry_interval=RETRY_INTERVAL):
         self.etcd = etcd
         self.watch_timeout = watch_timeout
         self.retry_interval = retry_interval
-        self._expires = {}          # token -> wall-clock expiry
+        self._values = {}           # key -> value
         self._lock = threading.Lock()
         self._synced = threading.Event()
         self._stopped = threading.Event()
@@ -122,17 +154,25 @@ class RevocationMirror:
         return self._synced.is_set()
 
     def lookup(self, token):
-        """True or False once the mirror is synced, else None."""
+        """Whether the token is revoked (alone) once the mirror is synced,
+        else None."""
+        found, value = self.lookup_key(REVOKED_PREFIX + token)
+        if not found:
+            return None
+        return value is not None and _expiry(value) > time.time()
+
+    def lookup_key(self, key):
+        """``(True, value or None)`` once the mirror is synced, else
+        ``(False, None)``."""
         self.start()
         if not self._synced.is_set():
-            return None
+            return False, None
         with self._lock:
-            expires = self._expires.get(token)
-        return expires is not None and expires > time.time()
+            return True, self._values.get(key)
 
-    def add(self, token, until):
+    def add(self, key, value):
         with self._lock:
-            self._expires[token] = until
+            self._values[key] = value
 
     def start(self):
         if self._owner == os.getpid():
@@ -172,40 +212,59 @@ class RevocationMirror:
                     failing_since = time.monotonic()
                     logger.warning('revocation mirror: cannot reach etcd '
                                    '(%s); keeping the %d revocations known',
-                                   exc, len(self._expires))
+                                   exc, len(self._values))
                 self._stopped.wait(self.retry_interval)
 
     def _read_all(self):
-        """Replace the mirror with the directory; the revision to watch
+        """Replace the mirror with the directories; the revision to watch
         from."""
-        found = self.etcd.get_prefix(REVOKED_PREFIX)
-        expires = {kv.key[len(REVOKED_PREFIX):]: _expiry(kv.value)
-                   for kv in found.kvs}
+        found = self.etcd.get_prefix(MIRRORED_PREFIX)
+        values = {kv.key: kv.value for kv in found.kvs}
         with self._lock:
-            self._expires = expires
+            self._values = values
         self._synced.set()
         return found.revision + 1
 
     def _follow(self, revision):
-        """Apply the next changes below the directory; the next revision
+        """Apply the next changes below the directories; the next revision
         to watch from."""
-        events = self.etcd.watch_prefix(REVOKED_PREFIX, revision,
+        events = self.etcd.watch_prefix(MIRRORED_PREFIX, revision,
                                         timeout=self.watch_timeout)
         with self._lock:
             for event in events:
-                token = event.kv.key[len(REVOKED_PREFIX):]
                 if event.type == 'DELETE':
-                    self._expires.pop(token, None)
+                    self._values.pop(event.kv.key, None)
                 else:
-                    self._expires[token] = _expiry(event.kv.value)
+                    self._values[event.kv.key] = event.kv.value
                 revision = max(revision, event.kv.mod_revision + 1)
             self._prune(time.time())
         return revision
 
     def _prune(self, now):
-        if len(self._expires) > CACHE_LIMIT:
-            for token in [t for t, e in self._expires.items() if e <= now]:
-                del self._expires[token]
+        """Forget revoked tokens past their expiry once there are many
+        (etcd deletes their keys, but a watch may miss that)."""
+        if len(self._values) > CACHE_LIMIT:
+            for key in [key for key, value in self._values.items()
+                        if key.startswith(REVOKED_PREFIX)
+                        and _expiry(value) <= now]:
+                del self._values[key]
+
+
+def issued_at(claims):
+    """When a token was issued; one issued before tokens carried ``iat``
+    counts as older than any revocation."""
+    iat = claims.get('iat')
+    return iat if isinstance(iat, (int, float)) else -math.inf
+
+
+def _moment(value):
+    """The moment a user's revocation holds, from its key's value; one
+    that is not a time (written by hand) revokes every token there is."""
+    try:
+        since = float(value)
+    except ValueError:
+        return math.inf
+    return since if not math.isnan(since) else math.inf
 
 
 def _expiry(value):

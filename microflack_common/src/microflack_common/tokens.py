@@ -1,4 +1,8 @@
-"""JSON Web Tokens: HS256, claims ``user_id``, ``exp`` and ``jti``.
+"""JSON Web Tokens: HS256, claims ``user_id``, ``exp``, ``iat`` and ``jti``.
+
+``iat`` (when the token was issued, to the millisecond) lets one
+revocation end every token a user was given until then (see
+:mod:`.revocation`).
 
 Each token carries a random ``jti``, so two logins in the same second get
 different tokens and revoking one leaves the other valid. A token must be
@@ -36,8 +40,9 @@ class InvalidToken(Exception):
 
 
 def generate_token(user_id, secret_key, expires_in=3600):
-    payload = {'user_id': user_id, 'exp': int(time.time()) + int(expires_in),
-               'jti': secrets.token_urlsafe(12)}
+    now = time.time()
+    payload = {'user_id': user_id, 'exp': int(now) + int(expires_in),
+               'iat': math.floor(now * 1000) / 1000, 'jti': secrets.token_urlsafe(12)}
     return jwt.encode(payload, secret_key, algorithm=ALGORITHM)
 
 
@@ -65,7 +70,8 @@ def _verified_claims(token, secret_key):
     try:
         claims = jwt.decode(token, secret_key, algorithms=[ALGORITHM],
                             options={'require': ['exp', 'user_id'],
-                                     'verify_exp': False})
+                                     'verify_exp': False,
+                                     'verify_iat': False})
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None
     user_id, exp = claims['user_id'], claims['exp']
@@ -80,7 +86,16 @@ def _verified_claims(token, secret_key):
     # NaN never compares as expired; Infinity never expires.
     if not math.isfinite(exp) or exp > time.time() + MAX_LIFETIME:
         raise InvalidToken('exp claim is not a time a token can have')
+    # Checked here rather than by PyJWT, which refuses a token issued in
+    # the next second (another host's clock a little ahead).
+    if 'iat' in claims and not _is_time(claims['iat']):
+        raise InvalidToken('iat claim is not a time')
     return claims
+
+
+def _is_time(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def is_canonical(token):
