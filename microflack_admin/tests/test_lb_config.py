@@ -641,10 +641,11 @@ def test_socketio_polling_and_encoded_answers_are_left_alone(lb,
 # -- what HAProxy answers itself (issue 19, finding 8) -------------------
 
 
-def raw_request(lb, data):
-    """Send bytes to the load balancer; (status, headers, body) of its
-    answer."""
-    with socket.create_connection(('127.0.0.1', lb.port), timeout=5) as sock:
+def raw_request(lb, data, source='127.0.0.1'):
+    """Send bytes to the load balancer from ``source``; (status, headers,
+    body) of its answer."""
+    with socket.create_connection(('127.0.0.1', lb.port), timeout=5,
+                                  source_address=(source, 0)) as sock:
         sock.sendall(data)
         answer = b''
         while chunk := sock.recv(65536):
@@ -720,16 +721,7 @@ def send(lb, method, path, source='127.0.0.1', token=None):
     auth = f'Authorization: Bearer {token}\r\n' if token else ''
     data = (f'{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}'
             f'Content-Length: 2\r\nConnection: close\r\n\r\n{{}}').encode()
-    with socket.create_connection(('127.0.0.1', lb.port), timeout=5,
-                                  source_address=(source, 0)) as sock:
-        sock.sendall(data)
-        answer = b''
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b'\r\n\r\n')
-    lines = head.decode('latin-1').split('\r\n')
-    headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
-    return int(lines[0].split()[1]), headers, body
+    return raw_request(lb, data, source)
 
 
 def assert_too_many(answer):
