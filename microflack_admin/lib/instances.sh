@@ -246,19 +246,81 @@ private_env_file() {
   printf '%s\n' "$file"
 }
 
+# The user the images' processes run as (docker/service.Dockerfile).
+CONTAINER_UID=10001
+
+# is_secret_setting NAME: whether a setting is a secret, which a container
+# reads from a file rather than its environment (`docker inspect` shows
+# the environment to anyone allowed to run it).
+is_secret_setting() {
+  case "$1" in
+    SECRET_KEY | JWT_SECRET_KEY | DATABASE_URL | *_DATABASE_URL | *PASSWORD*) return 0 ;;
+  esac
+  return 1
+}
+
+# container_run_args IMAGE SECRETS_FILE NAME=value...: sets CONTAINER_ARGS
+# to the `docker run` options of a service container and ENV_FILE to the
+# private env file they name (the caller removes it once the container is
+# created). The container is hardened: read-only root with a tmpfs /tmp,
+# no capabilities, no-new-privileges, memory and process limits
+# (CONTAINER_MEMORY, CONTAINER_PIDS). An image that reads its secrets from
+# a file (label org.microflack.secrets-file) gets them in SECRETS_FILE,
+# owned by its user, read-only, mounted read-only (the caller removes it
+# with the container); an older image, in its environment.
+container_run_args() {
+  local image="$1" secrets_file="$2" variable plain=() secrets=()
+  local memory="${CONTAINER_MEMORY:-512m}" pids="${CONTAINER_PIDS:-512}"
+  shift 2
+  [[ "$memory" =~ ^[1-9][0-9]*[kmg]?$ ]] ||
+    die "CONTAINER_MEMORY must be an amount of memory such as 512m or 1g, not '$memory'"
+  [[ "$pids" =~ ^[1-9][0-9]{0,5}$ ]] ||
+    die "CONTAINER_PIDS must be a number of processes and threads (1-999999), not '$pids'"
+  if [ "$(docker image inspect --format \
+      '{{ index .Config.Labels "org.microflack.secrets-file" }}' "$image" \
+      2>/dev/null)" = 1 ]; then
+    for variable in "$@"; do
+      if is_secret_setting "${variable%%=*}"; then
+        secrets+=("$variable")
+      else
+        plain+=("$variable")
+      fi
+    done
+  else
+    plain=("$@")
+  fi
+  ENV_FILE="$(private_env_file "${plain[@]}")"
+  # The tmpfs options are one argument (commas, not separate elements).
+  CONTAINER_ARGS=(--network host --init --env-file "$ENV_FILE"
+    --read-only --tmpfs "/tmp:rw,nosuid,nodev,size=64m"
+    --cap-drop ALL --security-opt no-new-privileges
+    --memory "$memory" --pids-limit "$pids")
+  [ ${#secrets[@]} -gt 0 ] || return 0
+  (umask 077 && printf '%s\n' "${secrets[@]}" > "$secrets_file")
+  if ! chown "$CONTAINER_UID:$CONTAINER_UID" "$secrets_file" 2>/dev/null; then
+    rm -f "$secrets_file" "$ENV_FILE"
+    die "cannot give the container's secrets file to its user (uid $CONTAINER_UID): the docker runtime needs root"
+  fi
+  chmod 400 "$secrets_file"
+  CONTAINER_ARGS+=(--env SECRETS_FILE=/run/secrets/microflack.env
+    --mount "type=bind,src=$secrets_file,dst=/run/secrets/microflack.env,readonly")
+}
+
 # build_flask SERVICE TAG ARGS...: `flask ARGS...` of a build of the
 # service (a maintenance command such as db-upgrade-locked), in the
 # environment SERVICE_ENV (see service_env): from the release's
 # virtualenv in its folder, as boot.sh runs, or in a throwaway container
 # of its image on the host's network.
 build_flask() {
-  local service="$1" tag="$2" release env_file status=0
+  local service="$1" tag="$2" release secrets_file status=0
   shift 2
   if [ "$MICROFLACK_RUNTIME" = docker ]; then
-    env_file="$(private_env_file "${SERVICE_ENV[@]}")"
-    docker run --rm --init --network host --env-file "$env_file" \
+    secrets_file="$(mktemp)"
+    container_run_args "$(image_name "$service"):$tag" "$secrets_file" \
+      "${SERVICE_ENV[@]}"
+    docker run --rm "${CONTAINER_ARGS[@]}" \
       "$(image_name "$service"):$tag" flask "$@" || status=$?
-    rm -f "$env_file"
+    rm -f "$ENV_FILE" "$secrets_file"
     return "$status"
   fi
   release="$(release_dir "$service" "$tag")"
@@ -310,6 +372,7 @@ wait_stopped() {
     fi
     # Its log follower ends with the container.
     docker rm --force "$instance" >/dev/null 2>&1 || true
+    rm -f "$INSTANCES_DIR/$instance.secrets"
   elif [ -n "$pid" ] &&
       ! wait_until "${STOP_TIMEOUT:-15}" process_gone "$pid"; then
     log "$instance did not stop in time: killing it"

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from mfplatform import (
@@ -129,6 +130,12 @@ def test_service_image(platform, service):
     assert 'boot.sh' in listing.split()
     assert 'wheels' not in listing.split()
     assert '10001' in listing.split() and 'ro' in listing.split()
+    # Issue 19, finding 10: no program that raises a process's privileges.
+    # (As root, who may read every folder.)
+    assert docker('run', '--rm', '--network', 'host', '--user', '0',
+                  '--entrypoint', 'find', image['Id'], '/', '-xdev', '-type',
+                  'f', '-perm', '/6000') == ''
+    assert config['Labels']['org.microflack.secrets-file'] == '1'
     print(f"{service}: {image['Size'] / 1e6:.0f} MB")
 
 
@@ -146,10 +153,50 @@ def test_every_service_runs_in_a_container(platform):
         assert name in platform.instances(labels['service'])
         # The secrets went in through an env file, never a command line.
         assert not any('SECRET' in arg for arg in container['Args'])
+        assert_hardened(container)
     platform.wait_for(
         lambda: all(inspect(n)['State']['Health']['Status'] == 'healthy'
                     for n in names),
         timeout=60, interval=1, what='every container healthy')
+
+
+SECRET_SETTINGS = ('SECRET_KEY', 'JWT_SECRET_KEY', 'DATABASE_URL')
+
+
+def assert_hardened(container):
+    """Issue 19, finding 10: a read-only root (a tmpfs /tmp), no
+    capabilities, no-new-privileges, memory and process limits, and no
+    secret in what `docker inspect` shows: they come from a read-only
+    file only the container's user reads."""
+    host = container['HostConfig']
+    assert host['ReadonlyRootfs'] is True
+    assert list(host['Tmpfs']) == ['/tmp']
+    assert host['CapDrop'] == ['ALL']
+    assert 'no-new-privileges' in host['SecurityOpt']
+    assert host['Memory'] == 512 * 2**20
+    assert host['PidsLimit'] == 512
+    names = {variable.split('=', 1)[0] for variable in container['Config']['Env']}
+    assert not names & set(SECRET_SETTINGS), names
+    [mount] = [m for m in container['Mounts']
+               if m['Destination'] == '/run/secrets/microflack.env']
+    assert mount['RW'] is False
+    secrets = Path(mount['Source'])
+    assert secrets.stat().st_uid == 10001
+    assert secrets.stat().st_mode & 0o777 == 0o400
+    found = {line.split('=', 1)[0] for line in secrets.read_text().splitlines()}
+    assert {'SECRET_KEY', 'JWT_SECRET_KEY'} <= found
+
+
+def test_containers_keep_to_what_they_need(platform):
+    """Inside: the root is read-only, /tmp writable, no privilege to gain."""
+    name = containers(platform)[0]
+    out = docker('exec', name, 'sh', '-c',
+                 'touch /app/x 2>/dev/null && echo app-writable; '
+                 'touch /tmp/x && echo tmp-writable; '
+                 'grep -E "^(CapEff|NoNewPrivs)" /proc/self/status')
+    assert 'app-writable' not in out and 'tmp-writable' in out
+    assert 'CapEff:\t0000000000000000' in out
+    assert 'NoNewPrivs:\t1' in out
 
 
 def test_api_flow_through_the_load_balancer(platform):

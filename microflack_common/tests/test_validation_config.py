@@ -121,3 +121,33 @@ def test_request_size_limit(app):
     rv = ApiClient(app).post('/big', {'x': 'y' * 200})
     assert rv.status == 413
     assert rv.json['error']
+
+
+# -- secrets from a file (issue 19, finding 10: a container's secrets are
+# not in its environment) --
+
+def test_secrets_come_from_the_file_secrets_file_names(tmp_path, monkeypatch):
+    from microflack_common.config import load_secrets_file
+    secrets = tmp_path / 'secrets.env'
+    secrets.write_text('# a comment\nJWT_SECRET_KEY=j=k\n\n'
+                       'DATABASE_URL=mysql://u:p@h/d\nSECRET_KEY=from-file\n')
+    # An environment of its own, undone after the test.
+    environ = {'SECRET_KEY': 'from-the-environment',
+               'SECRETS_FILE': str(secrets)}
+    monkeypatch.setattr(config.os, 'environ', environ)
+    load_secrets_file()
+    assert environ['JWT_SECRET_KEY'] == 'j=k'
+    assert environ['DATABASE_URL'] == 'mysql://u:p@h/d'
+    assert environ['SECRET_KEY'] == 'from-the-environment'
+
+
+@pytest.mark.parametrize('text', [None, 'not a setting\n', 'A B=1\n'])
+def test_a_secrets_file_that_cannot_be_read_is_a_config_error(tmp_path,
+                                                              text):
+    from microflack_common.config import ConfigError, load_secrets_file
+    path = tmp_path / 'secrets.env'
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match='SECRETS_FILE') as raised:
+        load_secrets_file(str(path))
+    assert 'B=1' not in str(raised.value)

@@ -51,6 +51,32 @@ def env_bool(name, default=False):
     return value.strip().lower() in ('1', 'true', 'yes', 'on')
 
 
+def load_secrets_file(path=None):
+    """Add the ``NAME=value`` lines of the file ``SECRETS_FILE`` names to
+    the environment (a variable already set wins). A container gets its
+    secrets this way, from a read-only mount, so that ``docker inspect``
+    does not show them as it shows its environment."""
+    path = path or os.environ.get('SECRETS_FILE')
+    if not path:
+        return
+    try:
+        with open(path, encoding='utf-8') as file:
+            lines = file.read().splitlines()
+    except OSError as exc:
+        raise ConfigError(f'SECRETS_FILE {path}: {exc.strerror}') from None
+    for line in lines:
+        name, sep, value = line.partition('=')
+        if line.startswith('#') or not line.strip():
+            continue
+        if not sep or not name.isidentifier():
+            raise ConfigError(f'SECRETS_FILE {path}: not a NAME=value line')
+        os.environ.setdefault(name, value)
+
+
+# Before the classes below read the environment.
+load_secrets_file()
+
+
 class Config:
     """Settings common to all services, read from the environment."""
     SERVICE_NAME = None             # set by each service
