@@ -80,7 +80,7 @@ fi
 # setting the file lacks (written by an older version) is added with the
 # value it has now (its default, unless set in the environment).
 conf="$MF_HOME/microflack.conf"
-save_settings setup-all-in-one.sh MICROFLACK_IP LB_BIND LB_PORT ETCD_BIND \
+save_settings setup-all-in-one.sh MICROFLACK_IP LB_BIND LB_PORT LB_HTTPS_PORT ETCD_BIND \
   ETCD_PORT ETCD REDIS REDIS_CHANNEL LOGS_BIND LOGS_PORT INSTANCE_BIND \
   DB_HOST DB_PORT DB_ADMIN_CNF MF_DB_PREFIX
 "$MF_ADMIN/install/make-secrets.sh"
@@ -105,6 +105,7 @@ if [ ${#legacy[@]} -gt 0 ]; then
   log "${#legacy[@]} instance(s) registered in etcd's v2 registry: moving the platform to the v3 registry"
   start_registry_bridge
 fi
+if [ "$LB_HTTPS_PORT" != 0 ]; then "$MF_ADMIN/install/make-tls.sh"; fi
 "$MF_ADMIN/bin/mflb" start
 ensure_log_server
 if [ ${#legacy[@]} -gt 0 ]; then
@@ -181,7 +182,8 @@ fi
 
 cat <<DONE
 
-MicroFlack is running: open $LB/ in a browser.
+MicroFlack is running: open $([ "$LB_HTTPS_PORT" != 0 ] && echo "$LB_HTTPS" || echo "$LB")/ in a browser.
+$([ "$LB_HTTPS_PORT" != 0 ] && [ -z "${TLS_CERT:-}" ] && echo "Its certificate is signed by this host's own CA, $MF_HOME/tls/ca.crt: trust it (README, HTTPS).")
 Load the environment in your shell:   source $MF_ADMIN/mfvars
 Then: mflogs (live logs), etcd-dump (registry), mfrun/mfkill <service>.
 Load balancer statistics: $LB/stats (user $STATS_USER, password in $MF_HOME/secrets/secrets.env)

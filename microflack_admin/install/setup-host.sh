@@ -45,9 +45,12 @@ wanted=(
   "curl curl"
   "setsid util-linux"
   "ss iproute2"
+  "openssl openssl"
 )
 if [ -n "$with_browser" ]; then
-  wanted+=("/usr/bin/chromium chromium" "fc-list fonts-dejavu-core")
+  # certutil: the browser tests trust the platform's CA in an NSS database.
+  wanted+=("/usr/bin/chromium chromium" "fc-list fonts-dejavu-core"
+    "certutil libnss3-tools")
 fi
 
 if [ -n "$with_docker" ]; then

@@ -18,6 +18,10 @@
 #                   on the first; neither takes it back: nopreempt)
 #   LB_INTERFACE    the interface of MICROFLACK_IP (found if not given)
 #   LB_ROUTER_ID    18 (VRRP's id: unique on the network)
+#   LB_HTTPS_PORT   443 (0: plain HTTP only); its certificate comes from
+#                   make-tls.sh (TLS_CERT: the operator's own)
+#   LB_INTERNAL_SOURCES  the addresses not sent to HTTPS (default:
+#                   127.0.0.1 and LB_VIP's network, where the services are)
 # The secrets are the platform's: copy secrets.env to $MF_HOME/secrets
 # (mode 600) before the first run (the /stats credentials).
 set -euo pipefail
@@ -54,12 +58,20 @@ fi
 "$MF_ADMIN/install/setup-host.sh"
 # HAProxy on every address of this host: it is already listening when
 # the floating address arrives.
-save_settings setup-lb.sh MICROFLACK_IP LB_PORT ETCD ETCD_TIMEOUT \
-  LB_BIND=0.0.0.0
+# The services of every host call it over plain HTTP: their network is
+# not sent to HTTPS.
+save_settings setup-lb.sh MICROFLACK_IP LB_PORT LB_HTTPS_PORT ETCD \
+  ETCD_TIMEOUT LB_BIND=0.0.0.0 \
+  "LB_INTERNAL_SOURCES=${LB_INTERNAL_SOURCES:-127.0.0.1,$LB_VIP}"
 # shellcheck source=../mfvars
 source "$MF_ADMIN/mfvars"
 etcd_answers || die "no member of the registry answers at ETCD=$ETCD"
 "$MF_ADMIN/bin/mfbuild" common
+if [ "$LB_HTTPS_PORT" != 0 ]; then
+  # The same certificate on both load balancers (copy $MF_HOME/tls from
+  # the first), for the floating address too.
+  TLS_NAMES="${TLS_NAMES:-${LB_VIP%/*}}" "$MF_ADMIN/install/make-tls.sh"
+fi
 "$MF_ADMIN/bin/mflb" start
 if [ "$(cat /etc/keepalived/keepalived.conf 2>/dev/null)" != "$conf" ]; then
   mkdir -p /etc/keepalived

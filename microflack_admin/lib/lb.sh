@@ -38,30 +38,37 @@ watcher_pid() { running_pid "$WATCHER_PID" "$WATCHER"; }
 tail_log() { tail -n 5 "$LB_LOG" 2>/dev/null | sed 's/^/  /' >&2; }
 
 
-# write_settings BIND PORT THREADS CLIENT_MAXCONN LOGINS REGISTRATIONS POSTS:
-# what the watcher needs besides the registry (the stats password among it,
-# so readable by the owner only).
+# write_settings FILE: what the watcher needs besides the registry (the
+# stats password among it, so readable by the owner only), from lb_start's
+# settings (bash's dynamic scope: its locals bind, port, threads, ...).
 write_settings() {
   (
     umask 077
-    LB_BIND="$1" LB_PORT="$2" LB_THREADS="$3" LB_CLIENT_MAXCONN="$4" \
-      LB_LOGINS_PER_MINUTE="$5" LB_REGISTRATIONS_PER_MINUTE="$6" \
-      LB_POSTS_PER_MINUTE="$7" \
+    LB_BIND="$bind" LB_PORT="$port" LB_THREADS="$threads" \
+      LB_CLIENT_MAXCONN="$client_maxconn" LB_LOGINS_PER_MINUTE="$logins" \
+      LB_REGISTRATIONS_PER_MINUTE="$registrations" \
+      LB_POSTS_PER_MINUTE="$posts" LB_HTTPS_PORT="$https_port" \
+      LB_TLS_CERT="$tls_cert" LB_HTTPS_REDIRECT="$https_redirect" \
+      LB_INTERNAL_SOURCES="$internal_sources" \
       STATS_SOCKET="$STATS_SOCKET" STATE_FILE="$STATE_FILE" "$ADMIN_VENV/bin/python" -c '
 import json, os, sys
-json.dump({"bind": os.environ["LB_BIND"], "port": int(os.environ["LB_PORT"]),
-           "threads": int(os.environ["LB_THREADS"]),
-           "client_maxconn": int(os.environ["LB_CLIENT_MAXCONN"]),
-           "logins_per_minute": int(os.environ["LB_LOGINS_PER_MINUTE"]),
-           "registrations_per_minute":
-               int(os.environ["LB_REGISTRATIONS_PER_MINUTE"]),
-           "posts_per_minute": int(os.environ["LB_POSTS_PER_MINUTE"]),
-           "stats_user": os.environ["STATS_USER"],
-           "stats_password": os.environ["STATS_PASSWORD"],
-           "stats_socket": os.environ["STATS_SOCKET"],
-           "state_file": os.environ["STATE_FILE"]}, sys.stdout)
-' > "$LB_SETTINGS.new"
-    mv "$LB_SETTINGS.new" "$LB_SETTINGS"
+env = os.environ
+json.dump({"bind": env["LB_BIND"], "port": int(env["LB_PORT"]),
+           "threads": int(env["LB_THREADS"]),
+           "client_maxconn": int(env["LB_CLIENT_MAXCONN"]),
+           "logins_per_minute": int(env["LB_LOGINS_PER_MINUTE"]),
+           "registrations_per_minute": int(env["LB_REGISTRATIONS_PER_MINUTE"]),
+           "posts_per_minute": int(env["LB_POSTS_PER_MINUTE"]),
+           "https_port": int(env["LB_HTTPS_PORT"]),
+           "tls_cert": env["LB_TLS_CERT"],
+           "https_redirect": env["LB_HTTPS_REDIRECT"] == "1",
+           "internal_sources": [s for s in env["LB_INTERNAL_SOURCES"].split(",") if s],
+           "stats_user": env["STATS_USER"],
+           "stats_password": env["STATS_PASSWORD"],
+           "stats_socket": env["STATS_SOCKET"],
+           "state_file": env["STATE_FILE"]}, sys.stdout)
+' > "$1.new"
+    mv "$1.new" "$1"
   )
 }
 
@@ -125,10 +132,11 @@ lb_tools_checksum() {
 # restart_lb_tools: the watcher and the watchdog started again on the
 # code now here. HAProxy serves on meanwhile; the new watcher renders the
 # registry and reloads it only if the configuration changed.
+# restart_lb_tools WHY: the watcher and the watchdog, started again.
 restart_lb_tools() {
   local old
   old="$(watcher_pid || true)"
-  log "the watcher's or the watchdog's code changed: starting them again"
+  log "$1: starting the watcher and the watchdog again"
   supervisorctl restart "$WATCHER_PROGRAM" "$WATCHDOG_PROGRAM" >/dev/null ||
     die "cannot restart the watcher and the watchdog (log: $LB_LOG)"
   if ! wait_started "$WATCHER_PROGRAM" new_watcher_pid "$old"; then
@@ -198,6 +206,10 @@ lb_start() {
   local logins="${LB_LOGINS_PER_MINUTE:-30}"
   local registrations="${LB_REGISTRATIONS_PER_MINUTE:-10}"
   local posts="${LB_POSTS_PER_MINUTE:-120}"
+  local https_port="${LB_HTTPS_PORT:-443}"
+  local tls_cert="${LB_TLS_CERT:-$MF_HOME/tls/lb.pem}"
+  local https_redirect="${LB_HTTPS_REDIRECT:-1}"
+  local internal_sources="${LB_INTERNAL_SOURCES:-127.0.0.1,$MICROFLACK_IP}"
   local watchdog_timeout="${WATCHDOG_TIMEOUT:-30}"
   local watchdog_interval="${WATCHDOG_INTERVAL:-1}"
   local start_grace="${START_TIMEOUT:-60}"
@@ -224,18 +236,38 @@ lb_start() {
   check_rate LB_LOGINS_PER_MINUTE "$logins"
   check_rate LB_REGISTRATIONS_PER_MINUTE "$registrations"
   check_rate LB_POSTS_PER_MINUTE "$posts"
+  if ! [[ "$https_port" =~ ^[0-9]{1,5}$ ]] || [ "$https_port" -gt 65535 ] ||
+      [ "$https_port" = "$port" ]; then
+    die "LB_HTTPS_PORT must be a port number other than LB_PORT (or 0: no HTTPS), not '$https_port'"
+  fi
+  if [ "$https_port" != 0 ] && [ ! -r "$tls_cert" ]; then
+    die "no TLS certificate at $tls_cert: run install/make-tls.sh (or give LB_TLS_CERT, or LB_HTTPS_PORT=0 for no HTTPS)"
+  fi
+  [[ "$https_redirect" =~ ^[01]$ ]] ||
+    die "LB_HTTPS_REDIRECT must be 1 (plain HTTP goes to HTTPS) or 0, not '$https_redirect'"
+  if [ "$https_port" = 0 ]; then https_redirect=0; fi
+  [[ "$internal_sources" =~ ^[0-9./,]+$ ]] ||
+    die "LB_INTERNAL_SOURCES must be IPv4 addresses or networks, comma-separated, not '$internal_sources'"
   check_seconds WATCHDOG_TIMEOUT "$watchdog_timeout"
   check_seconds WATCHDOG_INTERVAL "$watchdog_interval"
   check_seconds START_TIMEOUT "$start_grace"
   hpid="$(haproxy_pid || true)"
   wpid="$(watcher_pid || true)"
   if [ -n "$hpid" ] && [ -n "$wpid" ] && watchdog_pid >/dev/null; then
-    # Their code may have changed (an update of this checkout).
+    # Their code may have changed (an update of this checkout), or the
+    # load balancer's settings (the watcher renders them into HAProxy's
+    # configuration when it starts).
     ensure_admin_venv
-    if [ "$(cat "$TOOLS_CHECKSUM" 2>/dev/null)" != "$(lb_tools_checksum)" ]; then
-      restart_lb_tools
+    write_settings "$LB_SETTINGS.next"
+    if ! cmp -s "$LB_SETTINGS.next" "$LB_SETTINGS"; then
+      mv "$LB_SETTINGS.next" "$LB_SETTINGS"
+      restart_lb_tools "the load balancer's settings changed"
+      wpid="$(watcher_pid)"
+    elif [ "$(cat "$TOOLS_CHECKSUM" 2>/dev/null)" != "$(lb_tools_checksum)" ]; then
+      restart_lb_tools "the watcher's or the watchdog's code changed"
       wpid="$(watcher_pid)"
     fi
+    rm -f "$LB_SETTINGS.next"
     # Its settings may have changed.
     start_watchdog "$watchdog_timeout" "$watchdog_interval" "$start_grace" ||
       die "the watchdog did not start (log: $LB_LOG)"
@@ -245,8 +277,7 @@ lb_start() {
   ensure_admin_venv
   mkdir -p "$LB_DIR" "$(dirname "$LB_LOG")"
   chmod 700 "$LB_DIR"
-  write_settings "$bind" "$port" "$threads" "$client_maxconn" \
-    "$logins" "$registrations" "$posts"
+  write_settings "$LB_SETTINGS"
   if [ -z "$hpid" ]; then
     start_haproxy
     started_haproxy=1

@@ -311,6 +311,18 @@ def make_lb(tmp_path, etcd_server):
         assert 'exited with code 139' not in log, lb.logs()
 
 
+@pytest.fixture(scope='session')
+def tls_home(tmp_path_factory):
+    """An MF_HOME whose tls folder install/make-tls.sh filled (a local CA,
+    the load balancer's certificate for localhost and 127.0.0.1)."""
+    home = tmp_path_factory.mktemp('tls')
+    subprocess.run([str(ADMIN / 'install' / 'make-tls.sh')], check=True,
+                   capture_output=True, timeout=60,
+                   env={**clean_environ(), 'MF_HOME': str(home),
+                        'MICROFLACK_IP': '127.0.0.1'})
+    return home
+
+
 @pytest.fixture
 def lb(etcd, make_lb):
     """A load balancer watching the session's etcd (stopped before the

@@ -63,7 +63,7 @@ LINK_DESCRIPTION = 'A page the browser tests serve for link previews.'
 
 
 @pytest.fixture(scope='module')
-def browser():
+def browser(platform, tmp_path_factory):
     if sync_playwright is None:
         pytest.fail(f'Playwright is not installed ({PLAYWRIGHT_IMPORT_ERROR});'
                     f' pip install -r microflack_admin/tests/requirements.txt')
@@ -71,7 +71,9 @@ def browser():
         pytest.fail(f'{chromium.CHROMIUM} is missing: install Debian\'s '
                     f'chromium (install/setup-host.sh --with-browser)')
     with sync_playwright() as playwright:
-        browser = chromium.launch(playwright)
+        # Over HTTPS, the platform's CA trusted (issue 19, TLS).
+        browser = chromium.launch(playwright, ca_cert=platform.ca_cert,
+                                  home=tmp_path_factory.mktemp('browser'))
         yield browser
         browser.close()
 
@@ -178,7 +180,7 @@ class ChatPage:
         self.page.on('websocket', self._websocket)
         self.page.on('request', self._request)
         self.page.on('framenavigated', self._navigated)
-        self.page.goto(platform.lb + '/')
+        self.page.goto(platform.lb_https + '/')
         self.nickname = None
         self.closed = False
 
@@ -309,8 +311,10 @@ def test_two_users_chat_in_real_time(browser, platform, private_links,
         online(alice.user(alice_id))
         expect(alice.user(alice_id)).to_have_class(re.compile(r'\bme\b'))
         # The page's WebSocket is allowed by its CSP (connect-src 'self').
-        assert any(url.startswith(lb.replace('http:', 'ws:') + '/socket.io/')
-                   for url in alice.websockets), alice.websockets
+        # Over TLS: the page came over HTTPS.
+        assert any(url.startswith(
+            platform.lb_https.replace('https:', 'wss:') + '/socket.io/')
+            for url in alice.websockets), alice.websockets
         assert alice.events_sent('ping_user')
 
         # Alice posts markdown with a link: Bob sees it rendered within a

@@ -11,6 +11,7 @@ from dataclasses import replace
 from urllib.parse import urlencode
 
 import pytest
+import urllib3
 from lb_config import (
     BALANCE_ALGORITHMS,
     COMPRESSION,
@@ -25,6 +26,7 @@ from lb_config import (
 )
 
 from conftest import need_binary
+from microflack_common.loopback import free_port
 from microflack_common.testing import wait_until
 
 GOOD = {'location': '/api/good', 'upstream': {'good_1': '127.0.0.1:5001'}}
@@ -274,6 +276,54 @@ def test_a_rate_limit_of_0_is_off(settings, haproxy_check):
                                   posts_per_minute=0)).text
     assert 'track-sc1' not in text and 'http_req_rate' not in text
     haproxy_check(text)
+
+
+def https_settings(settings, tls_home, **changes):
+    return replace(settings, https_port=8443,
+                   tls_cert=str(tls_home / 'tls' / 'lb.pem'), **changes)
+
+
+def test_https(settings, haproxy_check, tls_home):
+    """Issue 19, TLS: HTTPS beside HTTP; with the redirect, plain HTTP from
+    outside goes to HTTPS (on its port) and HTTPS answers carry HSTS."""
+    text = render(SAMPLE, https_settings(settings, tls_home)).text
+    frontend = section(text, 'frontend http')
+    assert f'bind 127.0.0.1:8443 ssl crt {tls_home}/tls/lb.pem alpn ' \
+        'http/1.1' in frontend
+    assert 'http-request set-header X-Forwarded-Proto https if { ssl_fc }' \
+        in frontend
+    assert not any('redirect' in line or 'Strict-Transport' in line
+                   for line in frontend)
+    haproxy_check(text)
+    text = render(SAMPLE, https_settings(
+        settings, tls_home, https_redirect=True,
+        internal_sources=['127.0.0.1', '10.1.2.0/24'])).text
+    frontend = section(text, 'frontend http')
+    assert 'http-request redirect location https://%[req.hdr(host),' \
+        'field(1,:)]:8443%[pathq] code 308 if !{ ssl_fc } ' \
+        '!{ src 127.0.0.1 10.1.2.0/24 }' in frontend
+    assert 'http-response set-header Strict-Transport-Security ' \
+        '"max-age=15552000" if { ssl_fc }' in frontend
+    haproxy_check(text)
+    # On 443 the redirect names no port.
+    text = render(SAMPLE, replace(https_settings(
+        settings, tls_home, https_redirect=True), https_port=443)).text
+    assert 'https://%[req.hdr(host),field(1,:)]%[pathq]' in text
+
+
+@pytest.mark.parametrize('changes', [
+    {'https_port': 8080}, {'https_port': 70000}, {'https_port': '443'},
+    {'https_port': 443, 'tls_cert': ''},
+    {'https_port': 443, 'tls_cert': 'relative.pem'},
+    {'https_redirect': True},
+    {'https_port': 443, 'tls_cert': '/a.pem', 'https_redirect': 'yes'},
+    {'internal_sources': '127.0.0.1'}, {'internal_sources': ['nowhere']},
+    {'internal_sources': ['127.0.0.1 || 1']},
+])
+def test_bad_https_settings_are_refused(settings, changes):
+    values = dict(settings.__dict__, **changes)
+    with pytest.raises(ValueError):
+        Settings(**values)
 
 
 def test_service_without_upstream_keeps_its_route(settings, haproxy_check):
@@ -776,3 +826,36 @@ def test_posts_are_limited_per_token(limited_lb):
     for _ in range(6):
         assert send(lb, 'POST', '/api/messages')[0] == 200
     assert send(lb, 'GET', '/api/messages', token='a.b.c')[0] == 200
+
+
+# -- HTTPS, through a real HAProxy (issue 19, TLS) ------------------------
+
+def test_https_and_the_redirect_of_plain_http(make_lb, etcd, backends,
+                                             tls_home):
+    https_port = free_port()
+    lb = make_lb(settings={'https_port': https_port,
+                           'tls_cert': str(tls_home / 'tls' / 'lb.pem'),
+                           'https_redirect': True,
+                           'internal_sources': ['127.0.0.1']})
+    backend = backends('ui_1')
+    etcd.put('/services/ui/location', '/')
+    etcd.put(f'/services/ui/upstream/{backend.name}', backend.address)
+    assert wait_until(lambda: lb.routed_to('/', backend.name), 5) \
+        is not None, lb.logs()
+    https = urllib3.PoolManager(ca_certs=str(tls_home / 'tls' / 'ca.crt'),
+                                retries=False)
+    answer = https.request('GET', f'https://127.0.0.1:{https_port}/a?b=c')
+    assert answer.status == 200
+    assert answer.data == b'ui_1 GET /a\n'
+    assert answer.headers['Strict-Transport-Security'] == 'max-age=15552000'
+    # localhost is among the certificate's names too.
+    assert https.request('GET', f'https://localhost:{https_port}/').status \
+        == 200
+    # Plain HTTP from outside is sent to HTTPS, method and body kept...
+    status, headers, _ = send(lb, 'POST', '/api/x?y=1', source='127.0.0.2')
+    assert status == 308
+    assert headers['location'] == f'https://x:{https_port}/api/x?y=1'
+    # ... from the platform's own addresses it is served as it is.
+    status, headers, body = send(lb, 'POST', '/api/x?y=1')
+    assert status == 200 and body == b'ui_1 POST /api/x\n'
+    assert 'strict-transport-security' not in headers

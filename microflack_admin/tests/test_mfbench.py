@@ -119,6 +119,16 @@ def test_ratios_of_the_rounds_are_preferred():
     assert '12%' in report(results) and '39%' in report(results)
 
 
+def test_the_cost_of_tls_is_judged_when_measured():
+    results = copy.deepcopy(RESULTS)
+    assert 'TLS termination cost' not in rows(results)
+    results.update(get_c32_https=run(1700), tls_cost=0.105)
+    assert rows(results)['TLS termination cost'] == 'ok'
+    assert '1700 req/s' in report(results) and '10%' in report(results)
+    results['tls_cost'] = 0.16
+    assert rows(results)['TLS termination cost'] == 'MISSED'
+
+
 def test_memory_after_load_is_reported_not_judged():
     results = copy.deepcopy(RESULTS)
     results['memory_loaded'] = memory(90)

@@ -29,7 +29,8 @@ def snapshot(platform):
 
 def test_setup_starts_everything(platform):
     output = platform.setup_output.stdout + platform.setup_output.stderr
-    assert f'open {platform.lb}/' in output
+    assert f'open {platform.lb_https}/' in output
+    assert 'ca.crt: trust it' in output
     assert 'mfvars' in output
     for service in SERVICES:
         assert len(platform.instances(service)) == 1, service

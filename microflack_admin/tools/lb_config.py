@@ -122,6 +122,14 @@ class Settings:
     logins_per_minute: int = 30
     registrations_per_minute: int = 10
     posts_per_minute: int = 120
+    # HTTPS on this port (0: none) with this PEM file (certificate chain
+    # and key). With https_redirect, plain HTTP requests are sent to HTTPS
+    # (and HTTPS answers carry HSTS), except those from internal_sources:
+    # the platform's own services, which call the load balancer over HTTP.
+    https_port: int = 0
+    tls_cert: str = ''
+    https_redirect: bool = False
+    internal_sources: tuple = ('127.0.0.1',)
 
     def __post_init__(self):
         try:
@@ -146,6 +154,7 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, int) \
                     or not 0 <= value <= MAX_RATE:
                 raise ValueError(f'{name} {value!r} is not in 0-{MAX_RATE}')
+        self._check_https()
         if not STATS_USER.fullmatch(self.stats_user or ''):
             raise ValueError('the stats user must be 1-64 characters among '
                              'letters, digits, ".", "_" and "-"')
@@ -158,6 +167,34 @@ class Settings:
                 raise ValueError(
                     f'{label} path {path!r} must be absolute and made of '
                     f'letters, digits and "._/+-"')
+
+
+    def _check_https(self):
+        if isinstance(self.https_port, bool) \
+                or not isinstance(self.https_port, int) \
+                or not 0 <= self.https_port <= 65535 \
+                or self.https_port == self.port:
+            raise ValueError(f'https_port {self.https_port!r} is not 0 or a '
+                             f'port other than {self.port}')
+        if self.https_port and not SAFE_PATH.fullmatch(self.tls_cert or ''):
+            raise ValueError(f'tls_cert {self.tls_cert!r} must be the absolute '
+                             f'path of a PEM file, made of letters, digits '
+                             f'and "._/+-"')
+        if not isinstance(self.https_redirect, bool) \
+                or (self.https_redirect and not self.https_port):
+            raise ValueError('https_redirect must be true or false, and '
+                             'needs an https_port')
+        sources = self.internal_sources
+        if isinstance(sources, str) or not isinstance(sources, (list, tuple)):
+            raise ValueError('internal_sources must be a list of addresses')
+        for source in sources:
+            try:
+                ipaddress.IPv4Network(source, strict=False)
+            except (ValueError, TypeError):
+                raise ValueError(f'internal source {source!r} is not an IPv4 '
+                                 f'address or network') from None
+        # Hashable and printable the same way whatever the JSON gave.
+        object.__setattr__(self, 'internal_sources', tuple(sources))
 
 
 @dataclass(frozen=True)
@@ -379,9 +416,44 @@ def _rate_limits(settings):
     return rules, tables
 
 
+# Browsers keep to HTTPS for this long once told (HSTS), in seconds.
+HSTS_MAX_AGE = 180 * 86400
+
+
+def _https(settings):
+    """The frontend's HTTPS lines: its listener, and the redirect of plain
+    HTTP with HSTS when asked for."""
+    if not settings.https_port:
+        return []
+    lines = [
+        '    # HTTPS (install/make-tls.sh makes the certificate); the',
+        '    # services hear which scheme the client used.',
+        f'    bind {settings.bind}:{settings.https_port} ssl crt '
+        f'{settings.tls_cert} alpn http/1.1',
+        '    http-request set-header X-Forwarded-Proto https if { ssl_fc }',
+        '    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }',
+    ]
+    if settings.https_redirect:
+        port = '' if settings.https_port == 443 \
+            else f':{settings.https_port}'
+        internal = ' '.join(settings.internal_sources)
+        lines += [
+            '    # Clients over plain HTTP go to HTTPS (308: same method and',
+            '    # body); the services call the load balancer over HTTP from',
+            '    # the internal addresses.',
+            '    http-request redirect location '
+            f'https://%[req.hdr(host),field(1,:)]{port}%[pathq] code 308 '
+            f'if !{{ ssl_fc }} !{{ src {internal} }}',
+            '    http-response set-header Strict-Transport-Security '
+            f'"max-age={HSTS_MAX_AGE}" if {{ ssl_fc }}',
+        ]
+    return lines
+
+
 def _global_and_defaults(settings):
     methods = ' '.join(IDEMPOTENT_METHODS)
     rate_rules = '\n'.join(_rate_limits(settings)[0])
+    https = '\n'.join(_https(settings))
     compression = '\n'.join(f'    {line}' for line in COMPRESSION)
     json_errors = '\n'.join(
         f'    http-error status {status} content-type application/json '
@@ -451,6 +523,7 @@ defaults
 
 frontend http
     bind {settings.bind}:{settings.port}
+{https}
     # At most client_maxconn connections at once from one client address.
     stick-table type ip size 100k expire 60s store conn_cur
     tcp-request connection track-sc0 src

@@ -463,7 +463,9 @@ def load_settings(args):
         values['stats_password'] = os.environ['STATS_PASSWORD']
     required = ('stats_user', 'stats_password', 'stats_socket', 'state_file')
     fields = ('bind', 'port', 'threads', 'client_maxconn',
-              *(limit[0] for limit in lb_config.RATE_LIMITS), *required)
+              *(limit[0] for limit in lb_config.RATE_LIMITS),
+              'https_port', 'tls_cert', 'https_redirect', 'internal_sources',
+              *required)
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f'unknown settings: {", ".join(sorted(unknown))}')

@@ -382,6 +382,11 @@ def report(r):
     row('    direct to one instance c=32', f"{direct['rps']:.0f} req/s")
     row('    load balancer cost', f'{lb_cost * 100:.0f}%', '<= 10%',
         lb_cost <= 0.10)
+    if 'tls_cost' in r:
+        https = r['get_c32_https']
+        row('    over HTTPS c=32 (keep-alive)', f"{https['rps']:.0f} req/s")
+        row('    TLS termination cost', f"{r['tls_cost'] * 100:.0f}%",
+            '<= 15%', r['tls_cost'] <= 0.15)
     row('    errors (all GET runs)', str(g1['errors'] + g32['errors']
                                          + direct['errors']), '0',
         g1['errors'] + g32['errors'] + direct['errors'] == 0)
@@ -487,8 +492,12 @@ def measure(platform, args):
     print(f'{PROG}: (1) GET /api/messages, direct, and (3) the hello ceiling, '
           'in rounds ...', flush=True)
     hello = Hello(platform, f'hello_ceiling_{uuid.uuid4().hex[:6]}')
+    # The same GET over HTTPS (keep-alive: wrk reuses its connections), for
+    # what TLS termination at the load balancer costs.
+    https_url = f'{platform.lb_https}/api/messages' if platform.lb_https \
+        else None
     rounds = {'get_c1': [], 'get_c32': [], 'get_c32_direct': [],
-              'hello_c32': []}
+              'hello_c32': [], 'get_c32_https': []}
     try:
         if seconds_until(lambda: routed_to(platform, http, hello.name), 30) is None:
             raise RuntimeError('the hello app was not routed')
@@ -498,6 +507,9 @@ def measure(platform, args):
         for _ in range(args.runs):
             rounds['get_c1'].append(wrk(url, 1, args.seconds, [auth]))
             rounds['get_c32'].append(wrk(url, 32, args.seconds, [auth]))
+            if https_url:
+                rounds['get_c32_https'].append(
+                    wrk(https_url, 32, args.seconds, [auth]))
             rounds['get_c32_direct'].append(
                 wrk(direct, 32, args.seconds, [auth]))
             rounds['hello_c32'].append(
@@ -506,7 +518,12 @@ def measure(platform, args):
         hello.stop()
         platform.etcd_delete('/services/hello', recursive=True)
     for key, runs in rounds.items():
-        r[key] = summary(runs)
+        if runs:
+            r[key] = summary(runs)
+    if rounds['get_c32_https']:
+        r['tls_cost'] = median([
+            1 - https['rps'] / plain['rps'] for https, plain
+            in zip(rounds['get_c32_https'], rounds['get_c32'], strict=True)])
     r['lb_cost'] = median([
         1 - via_lb['rps'] / to_instance['rps'] for via_lb, to_instance
         in zip(rounds['get_c32'], rounds['get_c32_direct'], strict=True)])

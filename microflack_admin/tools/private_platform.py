@@ -109,6 +109,7 @@ def free_ports_env(home, db_prefix, channel_prefix, settings=None):
         'MF_HOME': str(home),
         'MICROFLACK_IP': LOOPBACK,
         'LB_PORT': str(free_port()),
+        'LB_HTTPS_PORT': str(free_port()),
         'ETCD_PORT': str(free_port_pair()),
         'LOGS_PORT': str(free_port()),
         'MF_DB_PREFIX': db_prefix,
@@ -133,6 +134,12 @@ class PrivatePlatform:
         # Where the platform serves and its instances register.
         self.address = env.get('MICROFLACK_IP', LOOPBACK)
         self.lb = f"http://{self.address}:{env['LB_PORT']}"
+        # HTTPS (none when LB_HTTPS_PORT is 0), with the certificate of the
+        # platform's own CA (install/make-tls.sh).
+        https_port = env.get('LB_HTTPS_PORT', '443')
+        self.lb_https = None if https_port == '0' \
+            else f'https://{self.address}:{https_port}'
+        self.ca_cert = self.home / 'tls' / 'ca.crt'
         self.etcd = f"http://{env.get('ETCD_BIND', '127.0.0.1')}:{env['ETCD_PORT']}"
         self._etcd_client = None
         self.logs = f"http://{self.address}:{env['LOGS_PORT']}/logs"
@@ -155,7 +162,8 @@ class PrivatePlatform:
             if value.startswith('${') and ':-' in value:
                 settings[name] = value.split(':-', 1)[1].rstrip('}')
         settings.pop('ETCD', None)
-        env = {**clean_environ(), 'LB_PORT': '80', 'ETCD_PORT': '2379',
+        env = {**clean_environ(), 'LB_PORT': '80', 'LB_HTTPS_PORT': '443',
+               'ETCD_PORT': '2379',
                'LOGS_PORT': '1095', 'MF_HOME': str(home), **settings}
         env['PATH'] = f"{ADMIN / 'bin'}:{os.environ['PATH']}"
         return cls(home, env)
