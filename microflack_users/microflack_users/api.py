@@ -25,7 +25,14 @@ from microflack_common.validation import (
 )
 
 from .auth import basic_auth
-from .models import NICKNAME_LENGTH, PASSWORD_LENGTH, User, db
+from .models import (
+    NICKNAME_KEY_LENGTH,
+    NICKNAME_LENGTH,
+    PASSWORD_LENGTH,
+    User,
+    db,
+    nickname_key,
+)
 
 logger = logging.getLogger(__name__)
 users = Blueprint('users', __name__)
@@ -49,6 +56,8 @@ def nickname_field(data, required=True):
         check_characters('nickname', nickname, ('Cc', 'Cf'))
         if ':' in nickname:
             abort(400, 'nickname must not contain ":"')
+        if len(nickname_key(nickname)) > NICKNAME_KEY_LENGTH:
+            abort(400, 'nickname is too long once normalised')
     return nickname
 
 
@@ -64,6 +73,7 @@ def commit_user_changes():
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
+        # (The same nickname, or one that looks the same: nickname_key.)
         abort(400, 'nickname is already taken')
 
 

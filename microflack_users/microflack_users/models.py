@@ -1,7 +1,10 @@
 """The users service's data: one table of users."""
+import unicodedata
+
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import select
 from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import validates
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from microflack_common.events import track_model_changes
@@ -19,6 +22,18 @@ NICKNAME_TYPE = db.String(NICKNAME_LENGTH).with_variant(
     mysql.VARCHAR(NICKNAME_LENGTH, collation='utf8mb4_bin'),
     'mysql', 'mariadb')
 
+# A nickname's key: what readers cannot tell apart shares one (NFKC folds
+# fullwidth and compatibility forms, casefold the case), and a nickname
+# whose key another user has is taken. Keys may be longer than nicknames.
+NICKNAME_KEY_LENGTH = 255
+NICKNAME_KEY_TYPE = db.String(NICKNAME_KEY_LENGTH).with_variant(
+    mysql.VARCHAR(NICKNAME_KEY_LENGTH, collation='utf8mb4_bin'),
+    'mysql', 'mariadb')
+
+
+def nickname_key(nickname):
+    return unicodedata.normalize('NFKC', nickname).casefold()
+
 
 class User(db.Model):
     __tablename__ = 'users'
@@ -29,6 +44,9 @@ class User(db.Model):
                            onupdate=timestamp, index=True)
     nickname = db.Column(NICKNAME_TYPE, nullable=False, unique=True,
                          index=True)
+    # Null for users of the release before it (issue 19, finding 9).
+    nickname_key = db.Column(NICKNAME_KEY_TYPE, nullable=True, unique=True,
+                             index=True)
     password_hash = db.Column(db.String(256), nullable=False)
     last_seen_at = db.Column(db.Integer, nullable=False, default=timestamp)
     online = db.Column(db.Boolean, nullable=False, default=False, index=True)
@@ -40,6 +58,12 @@ class User(db.Model):
         for name in ('created_at', 'updated_at', 'last_seen_at'):
             columns.setdefault(name, now)
         super().__init__(**columns)
+
+    @validates('nickname')
+    def _keep_key(self, _, nickname):
+        """Every nickname set, however, sets its key."""
+        self.nickname_key = nickname_key(nickname)
+        return nickname
 
     @staticmethod
     def find(user_id):

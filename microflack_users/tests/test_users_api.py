@@ -65,11 +65,58 @@ def test_register_strips_the_nickname_and_keeps_unicode(client):
     assert register(client, '🙂' * 32)['nickname'] == '🙂' * 32
 
 
-def test_nicknames_compare_exactly(client, rows):
-    # Databases whose collations fold case or accents must not merge these.
-    for nickname in ('susan', 'Susan', 'süsan', 'SUSAN', '🙂', '😀'):
+def test_different_nicknames_stay_different(client, rows):
+    # Databases whose collations fold accents or emoji must not merge these.
+    for nickname in ('susan', 'süsan', 'sùsan', '🙂', '😀', 'ß'):
         register(client, nickname)
     assert len(rows()) == 6
+
+
+@pytest.mark.parametrize('lookalike', [
+    'Susan', 'SUSAN', 'ｓｕｓａｎ', 'ＳＵＳＡＮ',   # case, fullwidth forms
+    '\u017fusan',                                 # long s
+])
+def test_a_nickname_that_looks_taken_is_taken(client, rows, lookalike):
+    """Issue 19, finding 9: nicknames compare as NFKC, case-folded."""
+    register(client, 'susan')
+    before = rows()
+    rv = client.post('/api/users', {'nickname': lookalike, 'password': 'x'})
+    assert rv.status == 400
+    assert rv.json == {'error': 'nickname is already taken'}
+    assert rows() == before
+
+
+def test_normalised_forms_of_accents_are_one_nickname(client):
+    register(client, 's\u00fcsan')                 # ü, one code point
+    rv = client.post('/api/users', {'nickname': 'su\u0308san',  # u + ¨
+                                    'password': 'x'})
+    assert rv.status == 400
+    register(client, 'STRASSE')
+    assert client.post('/api/users', {'nickname': 'straße',
+                                      'password': 'x'}).status == 400
+
+
+def test_a_rename_to_a_lookalike_of_another_is_refused(client, token,
+                                                      add_user):
+    susan, david = add_user('susan'), add_user('david')
+    rv = client.put(f'/api/users/{david}', {'nickname': 'SUSAN'},
+                    token=token(david))
+    assert rv.status == 400
+    assert client.get(f'/api/users/{david}').json['nickname'] == 'david'
+    # One's own nickname in another case is one's own.
+    rv = client.put(f'/api/users/{susan}', {'nickname': 'Susan'},
+                    token=token(susan))
+    assert rv.status == 204
+    assert client.get(f'/api/users/{susan}').json['nickname'] == 'Susan'
+
+
+def test_a_nickname_too_long_once_normalised_is_refused(client, rows):
+    # U+FDFA (one character) is 18 once NFKC-normalised.
+    rv = client.post('/api/users', {'nickname': '\ufdfa' * 32,
+                                    'password': 'x'})
+    assert rv.status == 400
+    assert 'normalised' in rv.json['error']
+    assert rows() == []
 
 
 def test_register_duplicate_nickname(client, rows):
