@@ -371,8 +371,7 @@ in_host() {
 # lb_mflb K ARGS...: mflb on host K, in its namespace, with its own
 # MF_HOME (the host's folder), every registry member and the cluster's
 # client timeout. No rate limits unless asked for: the cluster's clients
-# all come from this machine's one address. Plain HTTP only (unless
-# LB_HTTPS_PORT is given).
+# all come from this machine's one address. Plain HTTP only.
 lb_mflb() {
   local k="$1"
   shift
@@ -380,7 +379,7 @@ lb_mflb() {
     LB_LOGINS_PER_MINUTE="${LB_LOGINS_PER_MINUTE:-0}" \
     LB_REGISTRATIONS_PER_MINUTE="${LB_REGISTRATIONS_PER_MINUTE:-0}" \
     LB_POSTS_PER_MINUTE="${LB_POSTS_PER_MINUTE:-0}" \
-    LB_HTTPS_PORT="${LB_HTTPS_PORT:-0}" \
+    LB_HTTPS_PORT=0 \
     STATS_USER="$(secret_value STATS_USER)" \
     STATS_PASSWORD="$(secret_value STATS_PASSWORD)" \
     -- "$MF_ADMIN/bin/mflb" "$@"

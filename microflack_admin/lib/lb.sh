@@ -241,7 +241,13 @@ lb_start() {
     die "LB_HTTPS_PORT must be a port number other than LB_PORT (or 0: no HTTPS), not '$https_port'"
   fi
   if [ "$https_port" != 0 ] && [ ! -r "$tls_cert" ]; then
-    die "no TLS certificate at $tls_cert: run install/make-tls.sh (or give LB_TLS_CERT, or LB_HTTPS_PORT=0 for no HTTPS)"
+    # The default certificate is made here if setup has not made it.
+    if [ "$tls_cert" = "$MF_HOME/tls/lb.pem" ]; then
+      "$MF_ADMIN/install/make-tls.sh" ||
+        die "no TLS certificate could be made (install/make-tls.sh above)"
+    else
+      die "no TLS certificate at $tls_cert (LB_TLS_CERT): give a readable PEM file, or LB_HTTPS_PORT=0 for no HTTPS"
+    fi
   fi
   [[ "$https_redirect" =~ ^[01]$ ]] ||
     die "LB_HTTPS_REDIRECT must be 1 (plain HTTP goes to HTTPS) or 0, not '$https_redirect'"

@@ -38,6 +38,7 @@ def environment(mf_home, etcd_url, **changes):
     env = clean_environ()
     env.update(MF_HOME=str(mf_home), WHEELHOUSE=wheelhouse(), ETCD=etcd_url,
                LB_BIND='127.0.0.1', LB_PORT=str(free_port()),
+               LB_HTTPS_PORT=str(free_port()),
                STATS_USER='admin', STATS_PASSWORD='pass#word:1')
     env.update(changes)
     return {name: value for name, value in env.items() if value is not None}

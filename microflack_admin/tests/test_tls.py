@@ -112,12 +112,13 @@ def test_the_api_over_https(platform):
 
 
 def test_plain_http_from_outside_is_sent_to_https(platform):
-    """From another address than the platform's own (127.0.0.2 here) a
-    plain HTTP request is redirected, method kept; the services' calls
-    (from 127.0.0.1) are served over HTTP."""
+    """From outside the platform's own addresses (127.0.0.200 here: the
+    test platforms count 127.0.0.0/25 as their own) a plain HTTP request
+    is redirected, method kept; the services' calls (from 127.0.0.1) are
+    served over HTTP."""
     port = int(platform.lb.rsplit(':', 1)[1])
     with socket.create_connection(('127.0.0.1', port), timeout=10,
-                                  source_address=('127.0.0.2', 0)) as sock:
+                                  source_address=('127.0.0.200', 0)) as sock:
         sock.sendall(b'POST /api/tokens?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n'
                      b'Content-Length: 0\r\nConnection: close\r\n\r\n')
         answer = b''

@@ -118,6 +118,10 @@ def free_ports_env(home, db_prefix, channel_prefix, settings=None):
         # Every request of a test or benchmark comes from one address and
         # a few tokens: no rate limits (tests/test_lb_config.py tests them).
         **NO_RATE_LIMITS,
+        # Clients of the tests pick source addresses in 127.0.0.2-127 (the
+        # socketio backend balances by source): like the services, they
+        # are not sent to HTTPS. 127.0.0.200 stands for a browser elsewhere.
+        'LB_INTERNAL_SOURCES': '127.0.0.0/25',
         **(settings or {}),
     }
     env['PATH'] = f"{ADMIN / 'bin'}:{os.environ['PATH']}"

@@ -328,3 +328,26 @@ def test_revocations_hold_through_an_etcd_outage(tmp_path):
     finally:
         messages.mirror.stop()
         server.stop()
+
+
+def test_the_mirror_tells_its_listeners_of_new_revocations(etcd_url):
+    """What the socketio instances follow to log a user's pages out at
+    once: every revocation made after the listener was added."""
+    from microflack_common.revocation import RevocationList
+    here = RevocationList(EtcdClient(etcd_url), mirror=True)
+    there = RevocationList(EtcdClient(etcd_url), mirror=True)
+    heard = []
+    there.mirror.add_listener(lambda key, value: heard.append((key, value)))
+    there.mirror.add_listener(lambda key, value: 1 / 0)   # does not stop it
+    assert there.mirror.wait_synced(5)
+    user_id = time.time_ns() % 2**31
+    here.revoke_user(user_id, 60)
+    deadline = time.monotonic() + 5
+    while not heard and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [(key, value)] = heard
+    assert key == f'/revoked-users/{user_id}'
+    assert abs(float(value) - time.time()) < 5
+    assert there.is_revoked('tok', {'user_id': user_id, 'iat': 0})
+    here.mirror.stop()
+    there.mirror.stop()

@@ -15,6 +15,7 @@ from microflack_common.validation import (
     string_field,
 )
 
+from .authors import require_known_author
 from .models import Message, db, message_json
 from .render import render
 from .tasks import schedule_link_expansion
@@ -61,6 +62,7 @@ def get_message_or_404(message_id):
 def new_message():
     """Post a message: stored rendered, its links expanded afterwards."""
     source = source_from_request()
+    require_known_author(current_user_id())
     message = Message(source=source, html=render(source),
                       user_id=current_user_id())
     db.session.add(message)

@@ -12,12 +12,14 @@ import urllib3.util.connection
 from webserver import WebServer
 
 from microflack_common.testing import (
+    FakeResponse,
     clean_database_app,
     database_app,
     stored_rows,
 )
 from microflack_messages import tasks
 from microflack_messages.app import create_app
+from microflack_messages.authors import KNOWN_AUTHORS
 from microflack_messages.config import TestConfig
 from microflack_messages.models import Message, db
 
@@ -32,11 +34,23 @@ def app():
         tasks.shutdown(app=app)
 
 
+def every_user_exists(method, url, **kwargs):
+    """The users service as the messages service asks it: every user an
+    author asks about exists (tests of an unknown one route it)."""
+    if method == 'GET' and url.startswith('/api/users/'):
+        return FakeResponse(200, {'id': int(url.rsplit('/', 1)[1])})
+    return FakeResponse(404, {'error': 'not found'})
+
+
 @pytest.fixture(autouse=True)
 def clean_state(app, network_guard):
     """Empty table, registry and recorded pushes; no task left running
-    (waited for before the safety net below and any setting is undone)."""
+    (waited for before the safety net below and any setting is undone);
+    no author known yet, and the users service knows everyone."""
     clean_database_app(app, db)
+    app.extensions.pop(KNOWN_AUTHORS, None)
+    http = app.extensions['microflack'].http
+    http.fallback = every_user_exists
     yield
     assert tasks.wait_for_background(10, app=app), 'a task did not finish'
 

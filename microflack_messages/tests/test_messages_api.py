@@ -3,7 +3,9 @@ import itertools
 import time
 
 import pytest
+import requests
 
+from microflack_common.testing import FakeResponse
 from microflack_messages.models import Message
 
 DAY = 24 * 60 * 60
@@ -68,6 +70,49 @@ def test_post_requires_a_token(client, rows):
         'Bearer realm="Authentication Required"'
     assert rv.json == {'error': 'authentication required'}
     assert rows() == []
+
+
+def test_a_token_of_a_user_nobody_registered_cannot_post(client, token, rows,
+                                                        http, pusher):
+    """Issue 19, finding 4: a validly signed token (the JWT key leaked)
+    for a user the users service does not know is a 401; nothing is
+    stored or pushed."""
+    http.routes[('GET', '/api/users/4242')] = FakeResponse(404)
+    rv = client.post('/api/messages', {'source': 'hi'}, token=token(4242))
+    assert rv.status == 401
+    assert rv.headers['WWW-Authenticate'] == \
+        'Bearer realm="Authentication Required"'
+    assert rows() == [] and pusher.pushes == []
+
+
+def asked_about(http, user_id, since=0):
+    """The calls to the users service about ``user_id`` (from call
+    ``since`` on: the fake is the session's)."""
+    return [call for call in http.calls[since:]
+            if call[:2] == ('GET', f'/api/users/{user_id}')]
+
+
+def test_an_author_is_asked_about_once(client, token, http):
+    since = len(http.calls)
+    for _ in range(3):
+        assert client.post('/api/messages', {'source': 'hi'},
+                           token=token(7)).status == 201
+    assert len(asked_about(http, 7, since)) == 1
+
+
+def test_users_down_takes_the_token_at_its_word(client, token, http, caplog):
+    """The platform keeps taking posts while the users service is down."""
+    since = len(http.calls)
+    http.routes[('GET', '/api/users/8')] = \
+        requests.ConnectionError('users is down')
+    assert client.post('/api/messages', {'source': 'hi'},
+                       token=token(8)).status == 201
+    assert 'taking the token at its word' in caplog.text
+    # Asked again next time: nothing was learnt.
+    del http.routes[('GET', '/api/users/8')]
+    assert client.post('/api/messages', {'source': 'hi'},
+                       token=token(8)).status == 201
+    assert len(asked_about(http, 8, since)) == 2
 
 
 def test_get_messages_anonymous_and_with_token(client, token, add_message):

@@ -9,7 +9,12 @@ from microflack_common.events import CHANNEL, redis_url
 from microflack_common.service import init_service
 
 from .config import config
-from .events import CONNECTIONS, Connections, register_handlers
+from .events import (
+    CONNECTIONS,
+    Connections,
+    follow_user_revocations,
+    register_handlers,
+)
 from .message_queue import RedisQueue
 
 
@@ -35,6 +40,7 @@ def create_app(config_class=None, **platform_parts):
     # wraps app.wsgi_app, so gunicorn serves the Flask app itself.
     socketio = SocketIO(app, **socketio_options(app.config))
     register_handlers(socketio)
+    follow_user_revocations(app, socketio)
     app.extensions[CONNECTIONS] = Connections(
         socketio, app.config['SOCKETIO_STOP_TIMEOUT'])
     return app

@@ -12,11 +12,17 @@ is logged and the connection goes on.
 on the Redis channel this server listens on (its message queue), and
 Flask-SocketIO broadcasts each to every connected client.
 
+A revocation of every token of a user (a password change, log out
+everywhere) reaches this process through its revocation mirror: each of
+its connections signed in as that user with an older token gets
+``expired_token`` at once (:class:`SignedIn`), not at its next ping.
+
 Under gunicorn's eventlet worker the relays do not block other clients:
 wsgi.py monkey patches the standard library before anything imports
 requests, so requests/urllib3 sockets (and their retry sleeps) yield to the
 eventlet hub, and python-socketio runs each event in its own green thread.
 """
+import functools
 import logging
 import math
 import re
@@ -30,7 +36,13 @@ from flask import current_app, request, session
 from flask_socketio import emit
 
 from microflack_common.gunicorn_patches import shorten_graceful_timeout
+from microflack_common.revocation import (
+    REVOKED_USERS_PREFIX,
+    issued_at,
+    revoked_since,
+)
 from microflack_common.service import shared_parts
+from microflack_common.tokens import InvalidToken, decode_token
 
 from . import engineio_internals
 
@@ -44,6 +56,7 @@ MESSAGES = '/api/messages'
 TOKEN_PATTERN = re.compile(r'[A-Za-z0-9\-._~+/]+=*')
 MAX_TOKEN_LENGTH = 4096
 CONNECTIONS = 'microflack_connections'   # key in app.extensions
+SIGNED_IN = 'microflack_signed_in'       # key in app.extensions
 
 
 def register_handlers(socketio):
@@ -92,11 +105,13 @@ def ping_user(token=None, *_ignored):
     if response is not None and response.status_code == 401:
         if session.get('token') == token:
             session.pop('token')
+            current_app.extensions[SIGNED_IN].remove(request.sid)
         expire_token()
         return
     # Not refused (a relay that got no answer included): disconnect will
     # mark the user offline with it.
     session['token'] = token
+    remember_signed_in(token)
     # A client that left while the PUT was on its way was handled by
     # on_disconnect before the token was known: mark it offline now.
     if not still_connected():
@@ -124,8 +139,19 @@ def post_message(data=None, token=None, *_ignored):
         expire_token()
 
 
+def remember_signed_in(token):
+    """This connection is signed in with ``token``'s user."""
+    try:
+        claims = decode_token(token, current_app.config['JWT_SECRET_KEY'])
+    except InvalidToken:
+        return      # the users service accepted it: it expired meanwhile
+    current_app.extensions[SIGNED_IN].add(claims['user_id'], request.sid,
+                                          issued_at(claims))
+
+
 def on_disconnect(reason=None):
     """Mark the user offline, if a ping told us who it is."""
+    current_app.extensions[SIGNED_IN].remove(request.sid)
     token = session.get('token')
     if token is None:
         return
@@ -146,6 +172,71 @@ def log_unexpected_error(exc):
 
 def connections():
     return current_app.extensions[CONNECTIONS]
+
+
+class SignedIn:
+    """Which connections of this process are signed in as which user, and
+    when their token was issued (from their last accepted ping)."""
+
+    def __init__(self):
+        self._users = {}        # user id -> {sid: issued at}
+        self._user_of = {}      # sid -> user id
+        self._lock = threading.Lock()
+
+    def add(self, user_id, sid, issued):
+        with self._lock:
+            self._forget(sid)
+            self._users.setdefault(user_id, {})[sid] = issued
+            self._user_of[sid] = user_id
+
+    def remove(self, sid):
+        with self._lock:
+            self._forget(sid)
+
+    def _forget(self, sid):
+        user_id = self._user_of.pop(sid, None)
+        if user_id is not None:
+            sids = self._users.get(user_id, {})
+            sids.pop(sid, None)
+            if not sids:
+                self._users.pop(user_id, None)
+
+    def revoke(self, user_id, since):
+        """The connections of ``user_id`` whose token was issued before
+        ``since``, forgotten."""
+        with self._lock:
+            ended = [sid for sid, issued in self._users.get(user_id, {}).items()
+                     if issued < since]
+            for sid in ended:
+                self._forget(sid)
+        return ended
+
+
+def follow_user_revocations(app, socketio):
+    """Log out at once the pages of a user whose tokens were all revoked
+    (the mirror's thread calls this for every revocation it sees)."""
+    signed_in = app.extensions[SIGNED_IN] = SignedIn()
+    revocations = app.extensions['microflack'].revocations
+    if revocations is None or revocations.mirror is None:
+        return      # no registry to follow (unit tests): pings find out
+
+    revocations.mirror.add_listener(
+        functools.partial(log_out_pages, socketio, signed_in))
+
+
+def log_out_pages(socketio, signed_in, key, value):
+    """For a revocation (``key``, ``value``) of every token of a user:
+    ``expired_token`` to each connection here signed in as that user with
+    an older token."""
+    user = key[len(REVOKED_USERS_PREFIX):]
+    if not key.startswith(REVOKED_USERS_PREFIX) or not user.isdigit():
+        return
+    ended = signed_in.revoke(int(user), revoked_since(value))
+    for sid in ended:
+        socketio.emit(EXPIRED_TOKEN, to=sid, ignore_queue=True)
+    if ended:
+        logger.info('the tokens of user %s were revoked: %d page(s) here '
+                    'logged out', user, len(ended))
 
 
 class Connections:

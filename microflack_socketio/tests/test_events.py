@@ -267,3 +267,56 @@ def test_closing_all_connections_makes_clients_reconnect(app, http):
             client.disconnect()
     assert calls_to(http, 'DELETE', USERS_ME) == []
     assert connections.closing
+
+
+# -- every token of a user revoked: its pages logged out at once (issue 20
+# item 9, issue 19 finding 2) --
+
+def signed_token(app, user_id, issued):
+    import jwt
+    return jwt.encode({'user_id': user_id, 'exp': int(issued) + 3600,
+                       'iat': issued, 'jti': f'{user_id}-{issued}'},
+                      app.config['JWT_SECRET_KEY'], algorithm='HS256')
+
+
+def revoke_user(app, socketio, user_id, since):
+    from microflack_socketio.events import SIGNED_IN, log_out_pages
+    log_out_pages(socketio, app.extensions[SIGNED_IN],
+                  f'/revoked-users/{user_id}', f'{since:.3f}')
+
+
+def test_a_revocation_of_the_user_logs_its_pages_out(app, socketio, connect,
+                                                    http):
+    import time
+    now = time.time()
+    older, newer = signed_token(app, 7, now - 10), signed_token(app, 7, now)
+    other_user = signed_token(app, 8, now - 10)
+    first, second, later, bystander = connect(), connect(), connect(), \
+        connect()
+    first.emit('ping_user', older)
+    second.emit('ping_user', older)
+    later.emit('ping_user', newer)          # logged in after the revocation
+    bystander.emit('ping_user', other_user)
+    revoke_user(app, socketio, 7, now - 1)
+    assert first.get_received() == [EXPIRED]
+    assert second.get_received() == [EXPIRED]
+    assert later.get_received() == [] and bystander.get_received() == []
+    # Each once: a second revocation finds them gone.
+    revoke_user(app, socketio, 7, now - 1)
+    assert first.get_received() == []
+
+
+def test_a_connection_that_left_or_was_refused_is_not_told(app, socketio,
+                                                           connect, http):
+    import time
+    now = time.time()
+    token = signed_token(app, 7, now - 10)
+    gone, refused = connect(), connect()
+    gone.emit('ping_user', token)
+    refused.emit('ping_user', token)
+    gone.disconnect()
+    http.routes[('PUT', USERS_ME)] = answer(401)
+    refused.emit('ping_user', token)
+    assert refused.get_received() == [EXPIRED]
+    revoke_user(app, socketio, 7, now)
+    assert refused.get_received() == []

@@ -87,7 +87,7 @@ class RevocationList:
         if claims is None:
             return False
         since = self._value(f'{REVOKED_USERS_PREFIX}{claims["user_id"]}')
-        return since is not None and issued_at(claims) < _moment(since)
+        return since is not None and issued_at(claims) < revoked_since(since)
 
     def _value(self, key):
         if self.mirror is not None:
@@ -147,6 +147,7 @@ class RevocationMirror:
         self._synced = threading.Event()
         self._stopped = threading.Event()
         self._owner = None          # pid of the process the thread runs in
+        self._listeners = []
 
     @property
     def synced(self):
@@ -173,6 +174,11 @@ class RevocationMirror:
     def add(self, key, value):
         with self._lock:
             self._values[key] = value
+
+    def add_listener(self, listener):
+        """Call ``listener(key, value)`` (in the mirror's thread) for every
+        revocation made from now on, as etcd tells the watch."""
+        self._listeners.append(listener)
 
     def start(self):
         if self._owner == os.getpid():
@@ -238,7 +244,17 @@ class RevocationMirror:
                     self._values[event.kv.key] = event.kv.value
                 revision = max(revision, event.kv.mod_revision + 1)
             self._prune(time.time())
+        for event in events:
+            if event.type != 'DELETE':
+                self._tell_listeners(event.kv.key, event.kv.value)
         return revision
+
+    def _tell_listeners(self, key, value):
+        for listener in self._listeners:
+            try:
+                listener(key, value)
+            except Exception:
+                logger.exception('revocation mirror: a listener failed')
 
     def _prune(self, now):
         """Forget revoked tokens past their expiry once there are many
@@ -257,7 +273,7 @@ def issued_at(claims):
     return iat if isinstance(iat, (int, float)) else -math.inf
 
 
-def _moment(value):
+def revoked_since(value):
     """The moment a user's revocation holds, from its key's value; one
     that is not a time (written by hand) revokes every token there is."""
     try:

@@ -1,6 +1,7 @@
 """In-memory stand-ins for a service's collaborators, for unit tests only
 (integration tests use a real etcd, Redis and services)."""
 import base64
+import functools
 import time
 
 from ..etcd_client import EtcdError, EtcdLeaseNotFound, KeyValue, Range
@@ -161,15 +162,20 @@ class FakeResponse:
 class FakeServiceClient:
     """Stands in for ServiceClient: ``routes[(method, url)]`` is a function
     of the call's keyword arguments returning a FakeResponse, or an
-    exception instance to raise. Every call is kept in ``calls``."""
+    exception instance to raise; ``fallback(method, url, **kwargs)``, if
+    set, answers the calls no route takes (else 404). Every call is kept
+    in ``calls``."""
 
     def __init__(self, routes=None):
         self.routes = dict(routes or {})
+        self.fallback = None
         self.calls = []
 
     def request(self, method, url, **kwargs):
         self.calls.append((method, url, kwargs))
         handler = self.routes.get((method, url))
+        if handler is None and self.fallback is not None:
+            handler = functools.partial(self.fallback, method, url)
         if handler is None:
             return FakeResponse(404, {'error': 'not found'})
         result = handler(**kwargs) if callable(handler) else handler
