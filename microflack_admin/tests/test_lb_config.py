@@ -297,11 +297,11 @@ def test_https(settings, haproxy_check, tls_home):
     haproxy_check(text)
     text = render(SAMPLE, https_settings(
         settings, tls_home, https_redirect=True,
-        internal_sources=['127.0.0.1', '10.1.2.0/24'])).text
+        internal_sources=['127.0.0.1', '127.0.0.128/25'])).text
     frontend = section(text, 'frontend http')
     assert 'http-request redirect location https://%[req.hdr(host),' \
         'field(1,:)]:8443%[pathq] code 308 if !{ ssl_fc } ' \
-        '!{ src 127.0.0.1 10.1.2.0/24 }' in frontend
+        '!{ src 127.0.0.1 127.0.0.128/25 }' in frontend
     assert 'http-response set-header Strict-Transport-Security ' \
         '"max-age=15552000" if { ssl_fc }' in frontend
     haproxy_check(text)
